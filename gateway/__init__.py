@@ -1,0 +1,1 @@
+"""ClaudeCodeProxy: a gateway in front of Claude Code (plan first, Bedrock fallback)."""

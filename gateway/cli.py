@@ -1,0 +1,246 @@
+"""`ccproxy`: serve the gateway, migrate, and manage users, keys and usage from a shell.
+
+Every management command goes through the same service functions the admin API uses,
+against `CCPROXY_DATABASE_URL` or the embedded PostgreSQL in the data directory (shared
+with a running `ccproxy serve`). `--json` prints machine-readable output for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import decimal
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
+
+import orjson
+
+from gateway import config as config_mod
+from gateway import db, errors, keys, usage, users
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | memoryview):
+        raise TypeError("refusing to print raw bytes")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _print(data: Any, as_json: bool, columns: Sequence[str] | None = None) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, default=_default, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    rows = data if isinstance(data, list) else [data]
+    if not rows:
+        print("(none)")
+        return
+    cols = list(columns or rows[0].keys())
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+@contextlib.asynccontextmanager
+async def _database(config: config_mod.Config) -> AsyncIterator[db.Database]:
+    dsn = await db.resolve_dsn(config)
+    db.load_queries()
+    await db.migrate_async(dsn)
+    # A CLI call needs one connection, not the server's pool.
+    database = await db.connect(config.replace(db_pool_size=1, db_max_overflow=1), dsn)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+async def cmd_migrate(config: config_mod.Config, _args: argparse.Namespace) -> None:
+    dsn = await db.resolve_dsn(config)
+    applied = await db.migrate_async(dsn)
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+async def cmd_users_create(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        user = await users.create(database, args.name, args.description)
+    _print(user, args.json, ["id", "name", "status", "created_at"])
+
+
+async def cmd_users_list(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        rows = await users.list_users(database, args.search, args.limit, args.offset)
+    _print(rows, args.json, ["id", "name", "status", "active_keys", "created_at"])
+
+
+async def cmd_keys_issue(config: config_mod.Config, args: argparse.Namespace) -> None:
+    hasher = keys.KeyHasher(keys.load_secret(config.key_hash_secret, config.data_path))
+    async with _database(config) as database:
+        issued = await keys.issue(
+            database, hasher, args.user, bedrock_region=args.bedrock_region, bedrock_model=args.bedrock_model
+        )
+    if args.json:
+        _print(issued, True)
+        return
+    print(f"Access key {issued['id']} for {issued['user']}:\n\n    {issued['key']}\n")
+    print("This is the only time the full key is shown. Point Claude Code at it with")
+    print(f"    ANTHROPIC_BASE_URL=http://{config.host}:{config.port}/ak/{issued['key']}")
+
+
+async def cmd_keys_list(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        rows = await keys.list_for_user(database, args.user)
+    _print(rows, args.json, ["id", "prefix", "status", "bedrock_region", "bedrock_model", "created_at", "revoked_at"])
+
+
+async def cmd_keys_revoke(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        result = await keys.revoke(database, args.key_id)
+    _print(result, args.json)
+
+
+USAGE_COLUMNS = [
+    "created_at",
+    "user",
+    "access_key_prefix",
+    "provider",
+    "model",
+    "status",
+    "error_class",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "latency_ms",
+]
+
+
+async def cmd_usage_recent(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        rows = await usage.recent(database, args.limit, args.user)
+    for row in rows:
+        row["request_id"] = str(row["request_id"])
+        row["access_key_prefix"] = row["access_key_prefix"] + "…"
+    _print(rows, args.json, USAGE_COLUMNS)
+
+
+def cmd_serve(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from gateway import serve  # the server's imports are not needed by other commands
+
+    return serve.run(config)
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccproxy", description="ClaudeCodeProxy gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="listen address (CCPROXY_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (CCPROXY_PORT)")
+    serve.add_argument("--workers", type=_positive_int, help="processes sharing the port (CCPROXY_WORKERS)")
+    serve.set_defaults(sync=cmd_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
+
+    users_p = sub.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
+    create = users_p.add_parser("create", help="create a user")
+    create.add_argument("name")
+    create.add_argument("--description")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(run=cmd_users_create)
+    list_u = users_p.add_parser("list", help="list users")
+    list_u.add_argument("--search")
+    list_u.add_argument("--limit", type=_positive_int, default=100)
+    list_u.add_argument("--offset", type=int, default=0)
+    list_u.add_argument("--json", action="store_true")
+    list_u.set_defaults(run=cmd_users_list)
+
+    keys_p = sub.add_parser("keys", help="manage access keys").add_subparsers(dest="action", required=True)
+    issue = keys_p.add_parser("issue", help="issue an access key (shown once)")
+    issue.add_argument("--user", required=True)
+    issue.add_argument("--bedrock-region")
+    issue.add_argument("--bedrock-model")
+    issue.add_argument("--json", action="store_true")
+    issue.set_defaults(run=cmd_keys_issue)
+    list_k = keys_p.add_parser("list", help="list a user's keys")
+    list_k.add_argument("--user", required=True)
+    list_k.add_argument("--json", action="store_true")
+    list_k.set_defaults(run=cmd_keys_list)
+    revoke = keys_p.add_parser("revoke", help="revoke a key (all instances within 1 s)")
+    revoke.add_argument("key_id", type=int)
+    revoke.add_argument("--json", action="store_true")
+    revoke.set_defaults(run=cmd_keys_revoke)
+
+    usage_p = sub.add_parser("usage", help="usage events").add_subparsers(dest="action", required=True)
+    recent = usage_p.add_parser("recent", help="the latest usage events, newest first")
+    recent.add_argument("--limit", type=_positive_int, default=20)
+    recent.add_argument("--user")
+    recent.add_argument("--json", action="store_true")
+    recent.set_defaults(run=cmd_usage_recent)
+
+    bench = sub.add_parser("bench", help="run the bench suite (see bench/README.md)", add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from bench.__main__ import main as bench_main
+
+        return int(bench_main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    environ = dict(os.environ)
+    for option in ("host", "port", "workers"):
+        value = getattr(args, option, None)
+        if value is not None:
+            environ[f"CCPROXY_{option.upper()}"] = str(value)
+    try:
+        config = config_mod.load(environ)
+    except config_mod.ConfigError as exc:
+        print(f"ccproxy: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    if hasattr(args, "sync"):
+        sync: Callable[[config_mod.Config, argparse.Namespace], int] = args.sync
+        return sync(config, args)
+    run: Callable[[config_mod.Config, argparse.Namespace], Coroutine[Any, Any, None]] = args.run
+    try:
+        asyncio.run(run(config, args))
+    except errors.GatewayError as exc:
+        print(f"ccproxy: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, db.QueryFileError) as exc:
+        print(f"ccproxy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Errors as data: every error the gateway itself produces, with its HTTP status and
+Anthropic error type, rendered once in Anthropic's shape.
+
+Anthropic's status/type pairs: https://docs.anthropic.com/en/api/errors
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    """Root of the gateway's own errors; carries what the client will see."""
+
+    status: int = 500
+    error_type: str = "api_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self, request_id: str) -> bytes:
+        return error_body(self.error_type, self.message, request_id)
+
+
+def error_body(error_type: str, message: str, request_id: str) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "error",
+            "error": {"type": error_type, "message": message},
+            "request_id": request_id,
+        }
+    )
+
+
+# --- the caller's fault (4xx) -------------------------------------------------------
+
+
+class ClientError(GatewayError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class InvalidRequest(ClientError):
+    pass
+
+
+class AuthenticationFailed(ClientError):
+    status = 401
+    error_type = "authentication_error"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    error_type = "permission_error"
+
+
+class NotFound(ClientError):
+    status = 404
+    error_type = "not_found_error"
+
+
+class RequestTooLarge(ClientError):
+    status = 413
+    error_type = "request_too_large"
+
+
+class RateLimited(ClientError):
+    status = 429
+    error_type = "rate_limit_error"
+
+
+# --- an upstream's (or our own) fault (5xx) ----------------------------------------
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    error_type = "api_error"
+
+
+class InternalError(UpstreamError):
+    status = 500
+    error_type = "api_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream could not be reached or did not answer in time."""
+
+    status = 502
+    error_type = "api_error"
+
+
+class Overloaded(UpstreamError):
+    status = 529
+    error_type = "overloaded_error"
+
+
+class ServiceUnavailable(UpstreamError):
+    status = 503
+    error_type = "overloaded_error"

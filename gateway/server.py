@@ -1,0 +1,201 @@
+"""The aiohttp application: routes, the error middleware, and every long-lived resource
+(database, key cache and its listener, usage writer, upstream session) in `cleanup_ctx`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway import db, errors, keys, metrics, relay, usage
+from gateway.config import Config
+
+logger = structlog.get_logger("gateway.server")
+
+CONFIG = web.AppKey("config", Config)
+DATABASE = web.AppKey("database", db.Database)
+KEY_CACHE = web.AppKey("key_cache", keys.KeyCache)
+WRITER = web.AppKey("usage_writer", usage.UsageWriter)
+RELAY = web.AppKey("relay", relay.Relay)
+COUNTERS = web.AppKey("counters", metrics.Counters)
+DSN = web.AppKey("dsn", str)
+EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
+
+
+# --- resources ---------------------------------------------------------------------------
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    dsn = await db.resolve_dsn(config)
+    db.load_queries()  # a malformed sql/ file stops start-up here
+    applied = await db.migrate_async(dsn)
+    if applied:
+        logger.info("migrations_applied", migrations=applied)
+    database = await db.connect(config, dsn)
+    app[DSN] = dsn
+    app[DATABASE] = database
+    app[EXPECTED_MIGRATIONS] = frozenset(db.migration_ids())
+    recycler = asyncio.create_task(database.recycle_forever(config.db_pool_recycle))
+    yield
+    await _cancel(recycler)
+    await database.close()
+
+
+async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    hasher = keys.KeyHasher(keys.load_secret(config.key_hash_secret, config.data_path))
+    cache = keys.KeyCache(app[DATABASE], hasher, config.key_cache_negative_seconds)
+    app[KEY_CACHE] = cache
+    listening = asyncio.Event()
+    listener = asyncio.create_task(cache.listen_forever(app[DSN], listening))
+    refresher = asyncio.create_task(cache.refresh_forever(config.key_refresh_seconds))
+    # Start serving only once revocations can reach us.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(listening.wait(), 10)
+    yield
+    await _cancel(listener, refresher)
+
+
+async def usage_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    writer = usage.UsageWriter(
+        app[DATABASE],
+        batch_rows=config.usage_batch_rows,
+        flush_ms=config.usage_flush_ms,
+        queue_max=config.usage_queue_max,
+    )
+    app[WRITER] = writer
+    task = asyncio.create_task(writer.run())
+    yield
+    # Runs after in-flight requests finished (or the drain deadline passed): flush all.
+    await _cancel(task)
+    await writer.close()
+
+
+async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=config.plan_connect_timeout, connect=config.plan_connect_timeout
+        ),
+        auto_decompress=False,  # relay bytes as they came; never inflate and re-send
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+    app[COUNTERS] = metrics.Counters()
+    app[RELAY] = relay.Relay(config, app[KEY_CACHE], app[WRITER], session, app[COUNTERS])
+    yield
+    await session.close()
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _path_handler(endpoint: str, upstream_path: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await request.app[RELAY].handle(
+            request, endpoint, upstream_path, request.match_info["key"], org_mode=False
+        )
+
+    return handler
+
+
+def _org_key(request: web.Request) -> str:
+    """Org mode: the access key arrives as `x-api-key: ak_…` or `Authorization: Bearer ak_…`."""
+    api_key = request.headers.get("x-api-key", "")
+    if api_key.startswith(keys.KEY_PREFIX):
+        return api_key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.startswith(keys.KEY_PREFIX):
+        return token.strip()
+    return ""
+
+
+def _org_handler(endpoint: str, upstream_path: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await request.app[RELAY].handle(request, endpoint, upstream_path, _org_key(request), org_mode=True)
+
+    return handler
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    try:
+        rows = await asyncio.wait_for(request.app[DATABASE].fetch("list-applied-migrations"), 5)
+    except Exception as exc:  # any failure to reach the database means not ready
+        return web.json_response({"status": "unavailable", "database": type(exc).__name__}, status=503)
+    missing = sorted(request.app[EXPECTED_MIGRATIONS] - {r["migration_id"] for r in rows})
+    if missing:
+        return web.json_response({"status": "schema_outdated", "missing": missing}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    gauges = {
+        "ccproxy_usage_queued": float(request.app[WRITER].queued),
+        "ccproxy_key_cache_entries": float(len(request.app[KEY_CACHE])),
+    }
+    return web.Response(text=request.app[COUNTERS].render(gauges), content_type="text/plain")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error the gateway produces in Anthropic's shape (SPEC §2)."""
+    try:
+        return await handler(request)
+    except errors.GatewayError as exc:
+        return relay.error_response(exc, usage.new_request_id())
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        mapped: errors.GatewayError
+        if exc.status == 404:
+            mapped = errors.NotFound("Not found")
+        elif exc.status == 405:
+            mapped = errors.InvalidRequest(f"Method {request.method} is not allowed for {request.path}")
+        elif exc.status == 413:
+            mapped = errors.RequestTooLarge("Request body is too large.")
+        else:
+            mapped = errors.InvalidRequest(exc.reason)
+        response = relay.error_response(mapped, usage.new_request_id())
+        response.set_status(exc.status)
+        return response
+
+
+ROUTES = (
+    ("POST", "messages", "/v1/messages"),
+    ("POST", "count_tokens", "/v1/messages/count_tokens"),
+    ("GET", "models", "/v1/models"),
+)
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
+    app[CONFIG] = config
+    app.cleanup_ctx.extend([database_ctx, keys_ctx, usage_ctx, upstream_ctx])
+    for method, endpoint, path in ROUTES:
+        app.router.add_route(method, "/ak/{key}" + path, _path_handler(endpoint, path))
+        app.router.add_route(method, path, _org_handler(endpoint, path))
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", prometheus)
+    return app

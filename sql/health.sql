@@ -1,0 +1,2 @@
+-- name: list-applied-migrations
+SELECT migration_id FROM _yoyo_migration;

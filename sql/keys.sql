@@ -1,0 +1,46 @@
+-- name: insert-key
+INSERT INTO access_keys (user_id, key_hash, prefix, bedrock_region, bedrock_model)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, user_id, prefix, status, bedrock_region, bedrock_model, created_at;
+
+-- name: list-keys-for-user
+SELECT id, user_id, prefix, status, bedrock_region, bedrock_model, created_at,
+       revoked_at, expires_at
+FROM access_keys
+WHERE user_id = $1
+ORDER BY id;
+
+-- name: get-key
+SELECT k.id, k.user_id, u.name AS user_name, k.prefix, k.status, k.bedrock_region,
+       k.bedrock_model, k.created_at, k.revoked_at, k.expires_at
+FROM access_keys k
+JOIN users u ON u.id = k.user_id
+WHERE k.id = $1;
+
+-- name: revoke-key
+UPDATE access_keys
+SET status = 'revoked', revoked_at = now()
+WHERE id = $1 AND status = 'active'
+RETURNING id;
+
+-- name: get-key-context
+-- What the request path needs to know about a usable key (active key, active user,
+-- rotation grace not over).
+SELECT k.id, k.user_id, u.name AS user_name, k.prefix, k.key_hash,
+       k.bedrock_region, k.bedrock_model
+FROM access_keys k
+JOIN users u ON u.id = k.user_id
+WHERE k.key_hash = $1
+  AND k.status = 'active'
+  AND u.status = 'active'
+  AND (k.expires_at IS NULL OR k.expires_at > now());
+
+-- name: get-key-contexts
+SELECT k.id, k.user_id, u.name AS user_name, k.prefix, k.key_hash,
+       k.bedrock_region, k.bedrock_model
+FROM access_keys k
+JOIN users u ON u.id = k.user_id
+WHERE k.key_hash = ANY($1::bytea[])
+  AND k.status = 'active'
+  AND u.status = 'active'
+  AND (k.expires_at IS NULL OR k.expires_at > now());
