@@ -15,12 +15,13 @@ import decimal
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import orjson
 
+from gateway import circuit, db, envelope, errors, keys, price_table, pricing, usage, users
 from gateway import config as config_mod
-from gateway import db, errors, keys, usage, users
 
 
 def _default(value: Any) -> Any:
@@ -117,6 +118,104 @@ async def cmd_keys_revoke(config: config_mod.Config, args: argparse.Namespace) -
     _print(result, args.json)
 
 
+async def cmd_keys_update(config: config_mod.Config, args: argparse.Namespace) -> None:
+    if args.bedrock_region is None and args.bedrock_model is None and args.bedrock_default_credentials is None:
+        raise errors.InvalidRequest(
+            "nothing to update: give --bedrock-region, --bedrock-model or --[no-]bedrock-default-credentials"
+        )
+    async with _database(config) as database:
+        row = await keys.update_bedrock(
+            database,
+            args.key_id,
+            region=args.bedrock_region,
+            model=args.bedrock_model,
+            default_credentials=args.bedrock_default_credentials,
+        )
+    _print(row, args.json, ["id", "prefix", "status", "bedrock_region", "bedrock_model", "bedrock_default_credentials"])
+
+
+async def cmd_keys_bedrock_key(config: config_mod.Config, args: argparse.Namespace) -> None:
+    secret = None
+    if not args.remove:
+        # From stdin, never from argv: command lines end up in shell history and `ps`.
+        secret = sys.stdin.readline()
+        if not secret.strip():
+            raise errors.InvalidRequest("no Bedrock API key on standard input")
+    keyring = envelope.keyring_from_config(config)
+    try:
+        async with _database(config) as database:
+            result = await keys.set_bedrock_key(database, keyring, args.key_id, secret)
+    finally:
+        close = getattr(keyring, "close", None)
+        if close is not None:
+            await close()
+    _print(result, args.json)
+
+
+async def cmd_circuits_list(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        rows = await circuit.list_states(database)
+    _print(
+        rows, args.json, ["access_key_id", "prefix", "user_name", "state", "failures", "opened_at", "last_error_class"]
+    )
+
+
+async def cmd_circuits_reset(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        result = await circuit.reset(database, args.key_id)
+    _print(result, args.json)
+
+
+PRICE_COLUMNS = [
+    "model",
+    "region",
+    "input",
+    "output",
+    "cache_write_5m",
+    "cache_write_1h",
+    "cache_read",
+    "effective_date",
+]
+
+
+async def cmd_pricing_list(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        book = await price_table.load_book(database)
+    _print([price_table.as_dict(p) for p in book.rows], args.json, PRICE_COLUMNS)
+
+
+async def cmd_pricing_set(config: config_mod.Config, args: argparse.Namespace) -> None:
+    row = {
+        "model": args.model,
+        "region": args.region,
+        "input": args.input,
+        "output": args.output,
+        "cache_write_5m": args.cache_write_5m,
+        "cache_write_1h": args.cache_write_1h,
+        "cache_read": args.cache_read,
+        "effective_date": args.effective_date or dt.date.today().isoformat(),
+    }
+    try:
+        prices = pricing.load_rows(orjson.dumps([row]), "json")
+    except ValueError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    async with _database(config) as database:
+        await price_table.upsert(database, prices)
+    _print([price_table.as_dict(p) for p in prices], args.json, PRICE_COLUMNS)
+
+
+async def cmd_pricing_import(config: config_mod.Config, args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    fmt: Literal["json", "csv"] = "csv" if path.suffix.lower() == ".csv" else "json"
+    try:
+        prices = pricing.load_rows(path.read_bytes(), fmt)  # noqa: ASYNC240 - a CLI; nothing else runs
+    except (OSError, ValueError) as exc:
+        raise errors.InvalidRequest(f"{path}: {exc}") from None
+    async with _database(config) as database:
+        count = await price_table.upsert(database, prices)
+    _print({"imported": count, "file": path}, args.json)
+
+
 USAGE_COLUMNS = [
     "created_at",
     "user",
@@ -197,6 +296,49 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", type=int)
     revoke.add_argument("--json", action="store_true")
     revoke.set_defaults(run=cmd_keys_revoke)
+
+    update = keys_p.add_parser("update", help="set a key's Bedrock region, model or default-credentials use")
+    update.add_argument("key_id", type=int)
+    update.add_argument("--bedrock-region", help="AWS region ('' resets to the default)")
+    update.add_argument("--bedrock-model", help="Bedrock model id or inference profile ('' resets)")
+    update.add_argument(
+        "--bedrock-default-credentials",
+        action=argparse.BooleanOptionalAction,
+        help="allow falling back on the deployment's own AWS credentials (SigV4)",
+    )
+    update.add_argument("--json", action="store_true")
+    update.set_defaults(run=cmd_keys_update)
+    bkey = keys_p.add_parser("bedrock-key", help="register a Bedrock API key (read from stdin) for a key")
+    bkey.add_argument("key_id", type=int)
+    bkey.add_argument("--remove", action="store_true", help="remove the registered Bedrock key")
+    bkey.add_argument("--json", action="store_true")
+    bkey.set_defaults(run=cmd_keys_bedrock_key)
+
+    circuits_p = sub.add_parser("circuits", help="plan circuit breakers").add_subparsers(dest="action", required=True)
+    list_c = circuits_p.add_parser("list", help="keys whose plan circuit is not closed")
+    list_c.add_argument("--json", action="store_true")
+    list_c.set_defaults(run=cmd_circuits_list)
+    reset_c = circuits_p.add_parser("reset", help="close a key's circuit now")
+    reset_c.add_argument("key_id", type=int)
+    reset_c.add_argument("--json", action="store_true")
+    reset_c.set_defaults(run=cmd_circuits_reset)
+
+    pricing_p = sub.add_parser("pricing", help="the Bedrock price table").add_subparsers(dest="action", required=True)
+    list_p = pricing_p.add_parser("list", help="prices in force and their history")
+    list_p.add_argument("--json", action="store_true")
+    list_p.set_defaults(run=cmd_pricing_list)
+    set_p = pricing_p.add_parser("set", help="add or change one price row (USD per million tokens)")
+    set_p.add_argument("model")
+    set_p.add_argument("--region", default="*")
+    for name in ("input", "output", "cache-write-5m", "cache-write-1h", "cache-read"):
+        set_p.add_argument(f"--{name}", required=True)
+    set_p.add_argument("--effective-date", help="YYYY-MM-DD (default: today)")
+    set_p.add_argument("--json", action="store_true")
+    set_p.set_defaults(run=cmd_pricing_set)
+    import_p = pricing_p.add_parser("import", help="import price rows from a .json or .csv file")
+    import_p.add_argument("file")
+    import_p.add_argument("--json", action="store_true")
+    import_p.set_defaults(run=cmd_pricing_import)
 
     usage_p = sub.add_parser("usage", help="usage events").add_subparsers(dest="action", required=True)
     recent = usage_p.add_parser("recent", help="the latest usage events, newest first")

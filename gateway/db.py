@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import structlog
 
 from gateway import config as config_mod
 
@@ -215,3 +216,39 @@ async def connect(config: config_mod.Config, dsn: str | None = None) -> Database
 
 def record_dict(record: Mapping[str, Any]) -> dict[str, Any]:
     return dict(record.items())
+
+
+NotifyHandler = Callable[[str], None]
+
+
+async def listen_forever(
+    dsn: str,
+    handlers: Mapping[str, NotifyHandler],
+    on_connect: Callable[[], Awaitable[None]],
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Hold one LISTEN connection for all channels; after every (re)connect call
+    `on_connect`, because whatever changed while nobody listened is unknown."""
+    log = structlog.get_logger("gateway.db")
+    backoff = 0.2
+    while True:
+        connection: asyncpg.Connection | None = None
+        try:
+            connection = await asyncpg.connect(dsn)
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda _c, lost=lost: lost.set())
+            for channel, handler in handlers.items():
+                await connection.add_listener(channel, lambda _c, _pid, _ch, payload, handler=handler: handler(payload))
+            await on_connect()
+            backoff = 0.2
+            if ready is not None:
+                ready.set()
+            await lost.wait()
+            log.warning("listener_lost")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("listener_unavailable", error=type(exc).__name__)
+        finally:
+            if connection is not None and not connection.is_closed():
+                await connection.close()
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)

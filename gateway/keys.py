@@ -15,13 +15,14 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
 
-from gateway import db, errors
+from gateway import db, envelope, errors
 
 KEY_PREFIX = "ak_"
 KEY_BYTES = 32
@@ -122,13 +123,61 @@ async def revoke(database: db.Database, key_id: int) -> dict[str, Any]:
     return {"id": key_id, "status": "revoked", "prefix": row["prefix"] + "…"}
 
 
+def bedrock_owner(key_id: int) -> str:
+    """The associated data that binds a sealed Bedrock key to its access key."""
+    return f"access-key:{key_id}"
+
+
+async def update_bedrock(
+    database: db.Database,
+    key_id: int,
+    *,
+    region: str | None = None,
+    model: str | None = None,
+    default_credentials: bool | None = None,
+) -> dict[str, Any]:
+    """Set a key's Bedrock region/model ('' resets to the defaults) or its permission to
+    use the deployment's own AWS credentials."""
+    if await database.fetchrow("update-key-bedrock", key_id, region, model, default_credentials) is None:
+        raise errors.NotFound(f"no active access key with id {key_id}")
+    row = await database.fetchrow("get-key", key_id)
+    assert row is not None
+    return {**db.record_dict(row), "prefix": row["prefix"] + "…"}
+
+
+async def set_bedrock_key(
+    database: db.Database, keyring: envelope.Keyring, key_id: int, secret: str | None
+) -> dict[str, Any]:
+    """Register (or with None, remove) a key's Bedrock API key, sealed with envelope
+    encryption. The NOTIFY this update causes drops every instance's decrypted copy."""
+    blob = None
+    if secret is not None:
+        secret = secret.strip()
+        if not secret:
+            raise errors.InvalidRequest("the Bedrock API key is empty")
+        blob = await envelope.seal(keyring, secret.encode(), bedrock_owner(key_id))
+    if await database.fetchrow("set-key-bedrock-blob", key_id, blob) is None:
+        raise errors.NotFound(f"no active access key with id {key_id}")
+    return {"id": key_id, "bedrock_key": "registered" if blob is not None else "removed"}
+
+
 # --- the request path's view --------------------------------------------------------------
 
 
 class KeyContext:
     """What a request knows about its access key; built from one database row."""
 
-    __slots__ = ("bedrock_model", "bedrock_region", "key_hash", "key_id", "prefix", "user_id", "user_name")
+    __slots__ = (
+        "bedrock_default_credentials",
+        "bedrock_key_blob",
+        "bedrock_model",
+        "bedrock_region",
+        "key_hash",
+        "key_id",
+        "prefix",
+        "user_id",
+        "user_name",
+    )
 
     def __init__(self, row: asyncpg.Record) -> None:
         self.key_id: int = row["id"]
@@ -138,6 +187,12 @@ class KeyContext:
         self.key_hash: bytes = row["key_hash"]
         self.bedrock_region: str | None = row["bedrock_region"]
         self.bedrock_model: str | None = row["bedrock_model"]
+        self.bedrock_key_blob: bytes | None = row["bedrock_key_blob"]
+        self.bedrock_default_credentials: bool = row["bedrock_default_credentials"]
+
+    @property
+    def has_bedrock(self) -> bool:
+        return self.bedrock_key_blob is not None or self.bedrock_default_credentials
 
 
 class KeyCache:
@@ -149,8 +204,15 @@ class KeyCache:
     once; a periodic refresh backs that up, and a lost listener connection clears all.
     """
 
-    def __init__(self, database: db.Database, hasher: KeyHasher, negative_ttl: float) -> None:
+    def __init__(
+        self,
+        database: db.Database,
+        hasher: KeyHasher,
+        negative_ttl: float,
+        on_evict: Callable[[int], None] | None = None,
+    ) -> None:
         self._db = database
+        self._on_evict = on_evict
         self._hasher = hasher
         self._negative_ttl = negative_ttl
         self._by_hash: dict[bytes, KeyContext] = {}
@@ -213,10 +275,15 @@ class KeyCache:
         for digest, ctx in list(self._by_hash.items()):
             if ctx.key_id == key_id:
                 del self._by_hash[digest]
+        if self._on_evict is not None:
+            self._on_evict(key_id)
         # A new key may have been remembered as unknown a moment before it was issued.
         self._unknown.clear()
 
     def clear(self) -> None:
+        for ctx in list(self._by_hash.values()):
+            if self._on_evict is not None:
+                self._on_evict(ctx.key_id)
         self._by_hash.clear()
         self._unknown.clear()
 
@@ -241,33 +308,7 @@ class KeyCache:
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("key_refresh_failed", error=type(exc).__name__)
 
-    async def listen_forever(self, dsn: str, ready: asyncio.Event | None = None) -> None:
-        """Hold a LISTEN connection; on every loss, clear the cache and reconnect."""
-        backoff = 0.2
-        while True:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(dsn)
-                lost = asyncio.Event()
-                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                # Anything changed while we were not listening is unknown: start clean.
-                self.clear()
-                backoff = 0.2
-                if ready is not None:
-                    ready.set()
-                await lost.wait()
-                log.warning("key_listener_lost")
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("key_listener_unavailable", error=type(exc).__name__)
-            finally:
-                if connection is not None and not connection.is_closed():
-                    await connection.close()
-            self.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def on_notify(self, payload: str) -> None:
         try:
             self.evict_key_id(int(payload))
         except ValueError:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from decimal import Decimal
 
 import aiohttp
 import msgspec
@@ -18,7 +20,7 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from gateway import errors, keys, log, metrics, sse, usage
+from gateway import bedrock, circuit, envelope, errors, keys, log, metrics, price_table, pricing, sse, usage
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.relay")
@@ -32,6 +34,15 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 RELAY_RESPONSE = frozenset({"content-type", "request-id", "retry-after"})
 
 SESSION_HEADER = "x-claude-code-session-id"
+_USAGE_EVENTS = frozenset({b"message_start", b"message_delta", b"error", b"message_stop"})
+
+
+_ZERO = Decimal(0)
+_ERROR_CLASSES = frozenset({"network_error", "timeout", "server_error", "api_error", "overloaded_error"})
+
+
+def _always() -> bool:
+    return True
 
 
 class Envelope(msgspec.Struct):
@@ -66,7 +77,9 @@ class Exchange:
         "fallback_state",
         "is_fallback",
         "model",
+        "plan_outcome",
         "provider",
+        "region",
         "request_id",
         "session_id",
         "started",
@@ -85,6 +98,8 @@ class Exchange:
         self.provider = "none"
         self.is_fallback = False
         self.fallback_state: str | None = None
+        self.plan_outcome: str | None = None  # SPEC §3 class of the plan's answer, if it failed
+        self.region: str | None = None
         self.model: str | None = None
         self.upstream_model: str | None = None
         self.status = 0
@@ -105,12 +120,21 @@ class Relay:
         writer: usage.UsageWriter,
         session: aiohttp.ClientSession,
         counters: metrics.Counters,
+        circuits: circuit.Circuits,
+        prices: price_table.PriceTable,
+        keyring: envelope.Keyring,
+        secrets: envelope.SecretCache,
     ) -> None:
         self.config = config
         self.keys = key_cache
         self.writer = writer
         self.session = session
         self.counters = counters
+        self.circuits = circuits
+        self.prices = prices
+        self.keyring = keyring
+        self.secrets = secrets
+        self.sigv4 = bedrock.SigV4Auth()  # the deployment's default AWS credential chain
         self._plan_base = config.plan_base_url
         self._plan_key = config.plan_api_key
         self._ping_interval = config.ping_interval
@@ -136,69 +160,244 @@ class Relay:
         finally:
             self._finish(ex, key)
 
-    # --- the plan path ----------------------------------------------------------------
+    # --- routing: circuit, plan, fallback ----------------------------------------------------
 
     async def _relay(
         self, request: web.Request, ex: Exchange, upstream_path: str, org_mode: bool
     ) -> web.StreamResponse:
-        body: bytes | None = None
-        if request.method == "POST":
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise errors.RequestTooLarge(
-                    f"Request body exceeds the maximum of {self.config.max_body_bytes} bytes."
-                ) from None
-            try:
-                envelope = _decode_envelope(body)
-            except msgspec.ValidationError as exc:
-                raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
-            except msgspec.DecodeError:
-                raise errors.InvalidRequest("Request body is not valid JSON.") from None
-            ex.model = envelope.model
-            ex.stream = envelope.stream and ex.endpoint == "messages"
+        body = await self._read_body(request, ex) if request.method == "POST" else None
+        ctx = ex.ctx
+        assert ctx is not None
+        probing = False
+        if ex.endpoint != "models":
+            route = self.circuits.route(ctx.key_id, time.time())
+            if route == circuit.PROBE_DUE:
+                probing = await self.circuits.claim_probe(ctx.key_id)
+            if route != circuit.PLAN and not probing:
+                return await self._circuit_open(request, ex, body)
 
-        headers = self._upstream_headers(request, org_mode)
-        query = request.rel_url.raw_query_string
-        url = URL(self._plan_base + upstream_path + ("?" + query if query else ""), encoded=True)
         ex.provider = "plan"
-        first_byte_timeout = self.config.plan_first_byte_timeout if ex.stream else self.config.plan_nonstream_timeout
         try:
-            async with asyncio.timeout(first_byte_timeout):
-                upstream = await self.session.request(request.method, url, data=body, headers=headers)
-        except TimeoutError:
-            ex.error_class = "timeout"
-            raise errors.UpstreamUnavailable("The upstream API did not answer in time.") from None
-        except aiohttp.ClientError:
-            ex.error_class = "network_error"
-            raise errors.UpstreamUnavailable("The upstream API could not be reached.") from None
+            upstream = await self._plan_request(request, ex, upstream_path, org_mode, body)
+        except errors.UpstreamUnavailable as exc:
+            # timeout / network_error: nothing reached the client yet, so fall back.
+            return await self._plan_failed(request, ex, body, probing, None, exc)
 
         try:
             ex.status = upstream.status
             content_type = upstream.headers.get("content-type", "")
             if ex.stream and upstream.status == 200 and content_type.startswith("text/event-stream"):
+                if probing:
+                    self.circuits.record_probe(ctx.key_id, True, None)
                 return await self._relay_stream(request, ex, upstream)
-            return await self._relay_whole(ex, upstream)
+            try:
+                payload = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError):
+                ex.plan_outcome = "network_error"
+                lost = errors.UpstreamUnavailable("The upstream API closed the connection mid-answer.")
+                return await self._plan_failed(request, ex, body, probing, None, lost)
         finally:
             upstream.release()
 
-    async def _relay_whole(self, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.Response:
+        reply = self._plan_reply(ex, upstream, payload)
+        outcome = ex.plan_outcome
+        if outcome is None or outcome == "client_error":
+            # Success, or the caller's own mistake: relayed unchanged, never a fallback.
+            if probing:
+                self.circuits.record_probe(ctx.key_id, outcome is None, outcome)
+            return reply
+        return await self._plan_failed(request, ex, body, probing, reply, None)
+
+    async def _read_body(self, request: web.Request, ex: Exchange) -> bytes:
         try:
-            payload = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError):
-            ex.error_class = "network_error"
-            raise errors.UpstreamUnavailable("The upstream API closed the connection mid-answer.") from None
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise errors.RequestTooLarge(
+                f"Request body exceeds the maximum of {self.config.max_body_bytes} bytes."
+            ) from None
+        try:
+            envelope = _decode_envelope(body)
+        except msgspec.ValidationError as exc:
+            raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
+        except msgspec.DecodeError:
+            raise errors.InvalidRequest("Request body is not valid JSON.") from None
+        ex.model = envelope.model
+        ex.stream = envelope.stream and ex.endpoint == "messages"
+        return body
+
+    async def _plan_request(
+        self, request: web.Request, ex: Exchange, upstream_path: str, org_mode: bool, body: bytes | None
+    ) -> aiohttp.ClientResponse:
+        headers = self._upstream_headers(request, org_mode)
+        query = request.rel_url.raw_query_string
+        url = URL(self._plan_base + upstream_path + ("?" + query if query else ""), encoded=True)
+        first_byte_timeout = self.config.plan_first_byte_timeout if ex.stream else self.config.plan_nonstream_timeout
+        try:
+            async with asyncio.timeout(first_byte_timeout):
+                return await self.session.request(request.method, url, data=body, headers=headers)
+        except TimeoutError:
+            ex.plan_outcome = "timeout"
+            raise errors.UpstreamUnavailable("The upstream API did not answer in time.") from None
+        except aiohttp.ClientError:
+            ex.plan_outcome = "network_error"
+            raise errors.UpstreamUnavailable("The upstream API could not be reached.") from None
+
+    def _plan_reply(self, ex: Exchange, upstream: aiohttp.ClientResponse, payload: bytes) -> web.Response:
+        """The plan's whole answer, classified (SPEC §3) and ready to relay unchanged."""
         status = upstream.status
-        ex.error_class = classify(status, payload)
+        ex.plan_outcome = classify(status, payload)
         if status == 200 and ex.endpoint == "messages":
             counts = sse.UsageCounts()
             if counts.observe_message(payload):
                 ex.usage = counts
                 ex.upstream_model = counts.model
             else:
-                ex.error_class = "server_error"
+                ex.plan_outcome = "server_error"  # a 200 whose JSON is invalid
+        ex.error_class = ex.plan_outcome
         ex.ttfb = time.perf_counter()
         return web.Response(status=status, body=payload, headers=self._client_headers(upstream, ex))
+
+    async def _plan_failed(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        body: bytes | None,
+        probing: bool,
+        reply: web.Response | None,
+        exc: errors.GatewayError | None,
+    ) -> web.StreamResponse:
+        """The plan failed in a way that falls back: count it, then Bedrock if the key has it."""
+        ctx = ex.ctx
+        assert ctx is not None and ex.plan_outcome is not None
+        if probing:
+            self.circuits.record_probe(ctx.key_id, False, ex.plan_outcome)
+        else:
+            self.circuits.record_failure(ctx.key_id, ex.plan_outcome)
+        auth = await self._bedrock_auth(ctx) if ex.endpoint != "models" else None
+        if auth is None:
+            # No fallback: the plan's own error goes back unchanged; Claude Code's recovery
+            # reads its wording (SPEC §3).
+            ex.fallback_state = "unavailable"
+            if reply is not None:
+                reply.headers["x-ccproxy-fallback"] = "unavailable"
+                return reply
+            assert exc is not None
+            ex.error_class = ex.plan_outcome
+            exc.headers["x-ccproxy-fallback"] = "unavailable"
+            raise exc
+        return await self._bedrock(request, ex, body or b"", auth)
+
+    async def _circuit_open(self, request: web.Request, ex: Exchange, body: bytes | None) -> web.StreamResponse:
+        ctx = ex.ctx
+        assert ctx is not None
+        ex.plan_outcome = "circuit_open"
+        auth = await self._bedrock_auth(ctx)
+        if auth is None:
+            ex.fallback_state = "unavailable"
+            raise errors.ServiceUnavailable(
+                "The plan is failing for this key and no Bedrock fallback is configured; try again later.",
+                headers={
+                    "retry-after": str(self.circuits.retry_after(ctx.key_id, time.time())),
+                    "x-ccproxy-fallback": "unavailable",
+                },
+            )
+        return await self._bedrock(request, ex, body or b"", auth)
+
+    # --- the Bedrock path -----------------------------------------------------------------------
+
+    async def _bedrock_auth(self, ctx: keys.KeyContext) -> bedrock.Auth | None:
+        if ctx.bedrock_key_blob is not None:
+            owner = keys.bedrock_owner(ctx.key_id)
+            try:
+                secret = await self.secrets.unsealed(self.keyring, ctx.bedrock_key_blob, owner)
+            except Exception as exc:  # a key we cannot open is no fallback; say so loudly
+                logger.error("bedrock_key_unreadable", access_key_id=ctx.key_id, error=type(exc).__name__)
+                return None
+            return bedrock.BearerAuth(secret.decode())
+        if ctx.bedrock_default_credentials:
+            return self.sigv4
+        return None
+
+    async def _bedrock(self, request: web.Request, ex: Exchange, raw: bytes, auth: bedrock.Auth) -> web.StreamResponse:
+        ctx = ex.ctx
+        assert ctx is not None
+        ex.provider = "bedrock"
+        ex.is_fallback = True
+        ex.error_class = None
+        ex.usage = None
+        config = self.config
+        region = ctx.bedrock_region or config.bedrock_default_region
+        model_id = bedrock.resolve_model(ex.model or "", ctx.bedrock_model, config)
+        ex.region = region
+        ex.upstream_model = model_id
+        body = bedrock.prepare_body(raw, request.headers.get("anthropic-beta"), config)
+        base_url = bedrock.endpoint(region, config)
+        headers = {"x-ccproxy-request-id": ex.request_id, "x-ccproxy-provider": "bedrock", "request-id": ex.request_id}
+        if ex.endpoint == "count_tokens":
+            payload = await bedrock.count_tokens(
+                self.session,
+                base_url=base_url,
+                model_id=model_id,
+                body=body,
+                auth=auth,
+                region=region,
+                timeout=config.bedrock_timeout,
+            )
+            ex.status = 200
+            ex.ttfb = time.perf_counter()
+            return web.Response(body=payload, content_type="application/json", headers=headers)
+
+        counts = sse.UsageCounts()
+        ex.usage = counts
+        observe = counts.observe_event
+
+        def on_event(kind: bytes, data: bytes) -> None:
+            if kind in _USAGE_EVENTS:
+                observe(data)
+
+        answer = await bedrock.invoke(
+            self.session,
+            base_url=base_url,
+            model_id=model_id,
+            body=body,
+            stream=ex.stream,
+            auth=auth,
+            region=region,
+            timeout=config.bedrock_timeout,
+            on_event=on_event,
+        )
+        async with answer:
+            ex.status = answer.status
+            if not answer.stream:
+                counts.observe_message(answer.body)
+                ex.ttfb = time.perf_counter()
+                return web.Response(body=answer.body, content_type="application/json", headers=headers)
+            headers["Content-Type"] = "text/event-stream; charset=utf-8"
+            headers["Cache-Control"] = "no-cache"
+            headers["X-Accel-Buffering"] = "no"
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            # The translator emits whole events only, so a ping can go in at any time.
+            pinger = _Pinger(response, _always, self._ping_interval)
+            write = response.write
+            try:
+                async for chunk in answer:
+                    if ex.ttfb is None:
+                        ex.ttfb = time.perf_counter()
+                    pinger.last = time.monotonic()
+                    await write(chunk)
+            except ConnectionResetError:
+                ex.error_class = "client_disconnected"
+                return response
+            finally:
+                pinger.stop()
+            if counts.error_type is not None:
+                ex.error_class = counts.error_type
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                ex.error_class = "client_disconnected"
+            return response
 
     async def _relay_stream(
         self, request: web.Request, ex: Exchange, upstream: aiohttp.ClientResponse
@@ -210,7 +409,7 @@ class Relay:
         await response.prepare(request)
         scanner = sse.UsageScanner()
         ex.usage = scanner.counts
-        pinger = _Pinger(response, scanner, self._ping_interval)
+        pinger = _Pinger(response, lambda: scanner.at_event_boundary, self._ping_interval)
         write = response.write
         feed = scanner.feed
         read = upstream.content.readany
@@ -284,16 +483,33 @@ class Relay:
     # --- the end of every request ------------------------------------------------------------
 
     def _finish(self, ex: Exchange, key: str) -> None:
-        ended = time.perf_counter()
-        latency_ms = (ended - ex.started) * 1000
+        """Exactly one usage event (for an identified key) and one log line per request."""
+        latency_ms = (time.perf_counter() - ex.started) * 1000
         ttfb_ms = (ex.ttfb - ex.started) * 1000 if ex.ttfb is not None else None
         counts = ex.usage
         ctx = ex.ctx
         status = ex.status or 499  # nothing was sent: the client went away first
+        created_at = usage.now()
+        cost = _ZERO
+        snapshot = None
+        bedrock_tokens = 0
+        if ex.provider == "bedrock" and counts is not None and ex.upstream_model is not None:
+            # Plan calls cost the organisation nothing; Bedrock is priced per token type.
+            tokens = pricing.TokenCounts(
+                input_tokens=counts.input_tokens,
+                output_tokens=counts.output_tokens,
+                cache_write_5m_tokens=counts.cache_5m or max(counts.cache_creation - counts.cache_1h, 0),
+                cache_write_1h_tokens=counts.cache_1h,
+                cache_read_tokens=counts.cache_read,
+            )
+            cost, snapshot = self.prices.cost(ex.upstream_model, ex.region or "*", created_at, tokens)
+            bedrock_tokens = counts.input_tokens + counts.output_tokens + counts.cache_creation + counts.cache_read
+            self.counters.bedrock_tokens += bedrock_tokens
+            self.counters.bedrock_cost += float(cost)
         if ctx is not None:
             event = usage.UsageEvent(
                 request_id=ex.request_id,
-                created_at=usage.now(),
+                created_at=created_at,
                 user_id=ctx.user_id,
                 access_key_id=ctx.key_id,
                 endpoint=ex.endpoint,
@@ -304,6 +520,8 @@ class Relay:
                 status=status,
                 error_class=ex.error_class,
                 stream=ex.stream,
+                cost_usd=cost,
+                price_snapshot=snapshot,
                 latency_ms=latency_ms,
                 ttfb_ms=ttfb_ms,
                 session_id=ex.session_id,
@@ -316,7 +534,7 @@ class Relay:
                 event.cache_creation_1h_tokens = counts.cache_1h
                 event.cache_read_input_tokens = counts.cache_read
             self.writer.add(event)
-        is_error = status >= 500 or ex.error_class in ("network_error", "timeout", "server_error")
+        is_error = status >= 500 or ex.error_class in _ERROR_CLASSES
         self.counters.observe(ex.provider, status, latency_ms, ex.is_fallback, is_error)
         logger.info(
             "request_completed",
@@ -324,9 +542,11 @@ class Relay:
             key_prefix=ctx.prefix + "…" if ctx is not None else keys.mask(key),
             user=ctx.user_name if ctx is not None else None,
             endpoint=ex.endpoint,
-            provider_attempted="plan" if ex.provider != "none" else None,
+            provider_attempted="plan" if ex.plan_outcome != "circuit_open" and ex.provider != "none" else ex.provider,
+            plan_outcome=ex.plan_outcome,
             provider=ex.provider,
             fallback=ex.is_fallback,
+            fallback_state=ex.fallback_state,
             status=status,
             error_class=ex.error_class,
             model=ex.model,
@@ -336,7 +556,7 @@ class Relay:
             output_tokens=counts.output_tokens if counts else 0,
             cache_creation_input_tokens=counts.cache_creation if counts else 0,
             cache_read_input_tokens=counts.cache_read if counts else 0,
-            cost_usd="0",
+            cost_usd=float(cost),
             latency_ms=round(latency_ms, 3),
             ttfb_ms=round(ttfb_ms, 3) if ttfb_ms is not None else None,
             session_id=ex.session_id,
@@ -347,8 +567,8 @@ class Relay:
                     "RequestLatency": round(latency_ms, 3),
                     "ErrorCount": int(is_error),
                     "FallbackCount": int(ex.is_fallback),
-                    "BedrockTokensUsed": 0,
-                    "BedrockCost": 0.0,
+                    "BedrockTokensUsed": bedrock_tokens,
+                    "BedrockCost": float(cost),
                 },
             ),
         )
@@ -362,11 +582,11 @@ class _Pinger:
     boundary, so it can never land inside a half-relayed event.
     """
 
-    __slots__ = ("_handle", "_interval", "_response", "_scanner", "_tasks", "last")
+    __slots__ = ("_at_boundary", "_handle", "_interval", "_response", "_tasks", "last")
 
-    def __init__(self, response: web.StreamResponse, scanner: sse.UsageScanner, interval: float) -> None:
+    def __init__(self, response: web.StreamResponse, at_boundary: Callable[[], bool], interval: float) -> None:
         self._response = response
-        self._scanner = scanner
+        self._at_boundary = at_boundary
         self._interval = interval
         self._tasks: set[asyncio.Task[None]] = set()
         self.last = time.monotonic()
@@ -376,7 +596,7 @@ class _Pinger:
         now = time.monotonic()
         due = self.last + self._interval
         loop = asyncio.get_running_loop()
-        if now >= due and self._scanner.at_event_boundary:
+        if now >= due and self._at_boundary():
             self.last = now
             task = loop.create_task(self._ping())
             self._tasks.add(task)

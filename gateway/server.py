@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import db, errors, keys, metrics, relay, usage
+from gateway import circuit, db, envelope, errors, keys, metrics, price_table, relay, usage
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.server")
@@ -26,6 +26,10 @@ RELAY = web.AppKey("relay", relay.Relay)
 COUNTERS = web.AppKey("counters", metrics.Counters)
 DSN = web.AppKey("dsn", str)
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
+CIRCUITS = web.AppKey("circuits", circuit.Circuits)
+PRICES = web.AppKey("prices", price_table.PriceTable)
+SECRETS = web.AppKey("secrets", envelope.SecretCache)
+KEYRING: web.AppKey[envelope.Keyring] = web.AppKey("keyring")
 
 
 # --- resources ---------------------------------------------------------------------------
@@ -56,19 +60,63 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await database.close()
 
 
-async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
+async def state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Key cache, circuit states and prices: memory copies of PostgreSQL state, kept true
+    by one LISTEN connection (and a periodic refresh behind it)."""
     config = app[CONFIG]
+    database = app[DATABASE]
+    secrets = envelope.SecretCache()
     hasher = keys.KeyHasher(keys.load_secret(config.key_hash_secret, config.data_path))
-    cache = keys.KeyCache(app[DATABASE], hasher, config.key_cache_negative_seconds)
+    # Dropping a key from the cache also drops its decrypted Bedrock key (rotate/revoke).
+    cache = keys.KeyCache(
+        database,
+        hasher,
+        config.key_cache_negative_seconds,
+        on_evict=lambda key_id: secrets.invalidate(keys.bedrock_owner(key_id)),
+    )
+    circuits = circuit.Circuits(
+        database,
+        failures=config.circuit_failures,
+        window=config.circuit_window_seconds,
+        open_seconds=config.circuit_open_seconds,
+    )
+    prices = price_table.PriceTable(database)
     app[KEY_CACHE] = cache
+    app[CIRCUITS] = circuits
+    app[PRICES] = prices
+    app[SECRETS] = secrets
+    app[KEYRING] = envelope.keyring_from_config(config)
+
+    async def on_connect() -> None:
+        cache.clear()
+        await circuits.reload_all()
+        await prices.reload()
+
+    def on_prices(_payload: str) -> None:
+        task = asyncio.get_running_loop().create_task(prices.reload())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    background: set[asyncio.Task[None]] = set()
     listening = asyncio.Event()
-    listener = asyncio.create_task(cache.listen_forever(app[DSN], listening))
+    listener = asyncio.create_task(
+        db.listen_forever(
+            app[DSN],
+            {keys.NOTIFY_CHANNEL: cache.on_notify, "ccproxy_circuits": circuits.on_notify, "ccproxy_prices": on_prices},
+            on_connect,
+            listening,
+        )
+    )
     refresher = asyncio.create_task(cache.refresh_forever(config.key_refresh_seconds))
-    # Start serving only once revocations can reach us.
+    # Serve only once revocations can reach us.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(listening.wait(), 10)
     yield
     await _cancel(listener, refresher)
+    await circuits.drain()
+    close = getattr(app[KEYRING], "close", None)
+    if close is not None:
+        await close()
 
 
 async def usage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -99,7 +147,17 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
     app[COUNTERS] = metrics.Counters()
-    app[RELAY] = relay.Relay(config, app[KEY_CACHE], app[WRITER], session, app[COUNTERS])
+    app[RELAY] = relay.Relay(
+        config,
+        app[KEY_CACHE],
+        app[WRITER],
+        session,
+        app[COUNTERS],
+        app[CIRCUITS],
+        app[PRICES],
+        app[KEYRING],
+        app[SECRETS],
+    )
     yield
     await session.close()
 
@@ -153,8 +211,11 @@ async def prometheus(request: web.Request) -> web.Response:
     gauges = {
         "ccproxy_usage_queued": float(request.app[WRITER].queued),
         "ccproxy_key_cache_entries": float(len(request.app[KEY_CACHE])),
+        "ccproxy_circuits_open": float(request.app[CIRCUITS].open_count()),
     }
-    return web.Response(text=request.app[COUNTERS].render(gauges), content_type="text/plain")
+    counters = request.app[COUNTERS]
+    counters.circuit_open = request.app[CIRCUITS].opened_total
+    return web.Response(text=counters.render(gauges), content_type="text/plain")
 
 
 @web.middleware
@@ -191,7 +252,7 @@ ROUTES = (
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
-    app.cleanup_ctx.extend([database_ctx, keys_ctx, usage_ctx, upstream_ctx])
+    app.cleanup_ctx.extend([database_ctx, state_ctx, usage_ctx, upstream_ctx])
     for method, endpoint, path in ROUTES:
         app.router.add_route(method, "/ak/{key}" + path, _path_handler(endpoint, path))
         app.router.add_route(method, path, _org_handler(endpoint, path))

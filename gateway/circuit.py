@@ -1,0 +1,169 @@
+"""The per-key plan circuit breaker (SPEC §3), shared by every instance through PostgreSQL.
+
+Routing reads only memory: each instance holds the non-closed rows of `circuit_states`
+and reloads a row when PostgreSQL NOTIFYs a change, so all instances agree within
+milliseconds. Counting a failure and claiming the half-open probe are single SQL
+statements, so instances failing at once cannot lose counts or probe twice. Writes run
+in background tasks: the request that failed is already on its way to Bedrock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import structlog
+
+from gateway import db, errors, log
+
+logger = structlog.get_logger("gateway.circuit")
+
+PLAN = "plan"  # closed: try the plan
+OPEN = "open"  # skip the plan
+PROBE_DUE = "probe_due"  # open period over: one request may probe the plan
+
+COUNTED = frozenset({"rate_limit", "server_error"})  # SPEC §3's "counts toward circuit"
+
+
+class _State:
+    __slots__ = ("opened_at", "probe_started_at", "state")
+
+    def __init__(self, state: str, opened_at: dt.datetime | None, probe_started_at: dt.datetime | None) -> None:
+        self.state = state
+        self.opened_at = opened_at.timestamp() if opened_at else 0.0
+        self.probe_started_at = probe_started_at.timestamp() if probe_started_at else 0.0
+
+
+class Circuits:
+    def __init__(self, database: db.Database, *, failures: int, window: float, open_seconds: float) -> None:
+        self._db = database
+        self.failures = failures
+        self.window = window
+        self.open_seconds = open_seconds
+        # A probe that never reported back (its instance died) may be re-claimed after this.
+        self.probe_timeout = max(60.0, min(open_seconds, 600.0))
+        self._states: dict[int, _State] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.opened_total = 0
+
+    # --- the request path (memory only) --------------------------------------------------
+
+    def route(self, key_id: int, now: float) -> str:
+        state = self._states.get(key_id)
+        if state is None or state.state == "closed":
+            return PLAN
+        if state.state == "open":
+            return PROBE_DUE if now >= state.opened_at + self.open_seconds else OPEN
+        # half-open: someone is probing; wait for the result unless that probe is lost
+        return PROBE_DUE if now >= state.probe_started_at + self.probe_timeout else OPEN
+
+    def retry_after(self, key_id: int, now: float) -> int:
+        state = self._states.get(key_id)
+        if state is None:
+            return 1
+        return max(1, int(state.opened_at + self.open_seconds - now) + 1)
+
+    def open_count(self) -> int:
+        return sum(1 for s in self._states.values() if s.state != "closed")
+
+    async def claim_probe(self, key_id: int) -> bool:
+        """True when this request is the one half-open probe (across all instances)."""
+        try:
+            row = await self._db.fetchrow("claim-circuit-probe", key_id, self.open_seconds, self.probe_timeout)
+        except Exception as exc:  # no database: keep the circuit open rather than guess
+            logger.warning("circuit_probe_claim_failed", access_key_id=key_id, error=type(exc).__name__)
+            return False
+        if row is not None:
+            self._states[key_id] = _State("half_open", None, dt.datetime.now(dt.UTC))
+        return row is not None
+
+    def record_failure(self, key_id: int, error_class: str) -> None:
+        if error_class in COUNTED:
+            self._spawn(self._record_failure(key_id, error_class))
+
+    def record_probe(self, key_id: int, ok: bool, error_class: str | None) -> None:
+        self._spawn(self._record_probe(key_id, ok, error_class))
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _record_failure(self, key_id: int, error_class: str) -> None:
+        try:
+            row = await self._db.fetchrow("record-circuit-failure", key_id, self.window, self.failures, error_class)
+        except Exception as exc:
+            logger.warning("circuit_write_failed", access_key_id=key_id, error=type(exc).__name__)
+            return
+        if row is not None and row["state"] == "open":
+            self._opened(key_id, error_class)
+
+    async def _record_probe(self, key_id: int, ok: bool, error_class: str | None) -> None:
+        try:
+            if ok:
+                await self._db.fetchrow("close-circuit", key_id)
+                self._states.pop(key_id, None)
+                logger.info("circuit_closed", access_key_id=key_id)
+            else:
+                await self._db.fetchrow("reopen-circuit", key_id, error_class)
+                self._opened(key_id, error_class or "probe_failed")
+        except Exception as exc:
+            logger.warning("circuit_write_failed", access_key_id=key_id, error=type(exc).__name__)
+
+    def _opened(self, key_id: int, error_class: str) -> None:
+        self.opened_total += 1
+        self._states[key_id] = _State("open", dt.datetime.now(dt.UTC), None)
+        logger.warning(
+            "circuit_opened",
+            access_key_id=key_id,
+            error_class=error_class,
+            open_seconds=self.open_seconds,
+            **log.emf(log.CIRCUIT_METRICS, {"CircuitOpen": 1}),
+        )
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- keeping memory true -----------------------------------------------------------------
+
+    async def reload_all(self) -> None:
+        rows = await self._db.fetch("list-circuit-states")
+        self._states = {
+            r["access_key_id"]: _State(r["state"], r["opened_at"], r["probe_started_at"])
+            for r in rows
+            if r["state"] != "closed"
+        }
+
+    async def reload(self, key_id: int) -> None:
+        row = await self._db.fetchrow("get-circuit-state", key_id)
+        if row is None or row["state"] == "closed":
+            self._states.pop(key_id, None)
+        else:
+            self._states[key_id] = _State(row["state"], row["opened_at"], row["probe_started_at"])
+
+    def on_notify(self, payload: str) -> None:
+        try:
+            key_id = int(payload)
+        except ValueError:
+            self._spawn(self.reload_all())
+            return
+        self._spawn(self.reload(key_id))
+
+
+# --- services for the CLI and the admin API --------------------------------------------------
+
+
+async def list_states(database: db.Database) -> list[dict[str, Any]]:
+    rows = await database.fetch("list-circuit-states")
+    return [{**db.record_dict(r), "prefix": r["prefix"] + "…"} for r in rows]
+
+
+async def reset(database: db.Database, key_id: int) -> dict[str, Any]:
+    row = await database.fetchrow("close-circuit", key_id)
+    if row is None:
+        raise errors.NotFound(f"access key {key_id} has no open circuit")
+    return {"access_key_id": key_id, "state": "closed"}
