@@ -1,0 +1,1 @@
+"""The ClaudeCodeProxy AWS CDK app: Network → Data (secrets, database) → Compute → Monitoring."""
