@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import datetime as dt
 import decimal
 import os
 import sys
+import zoneinfo
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -240,6 +242,49 @@ async def cmd_usage_recent(config: config_mod.Config, args: argparse.Namespace) 
     _print(rows, args.json, USAGE_COLUMNS)
 
 
+def _moment(raw: str | None, zone: zoneinfo.ZoneInfo, default: dt.datetime) -> dt.datetime:
+    if raw is None:
+        return default
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise errors.InvalidRequest(f"{raw!r} is not a date or date-time (YYYY-MM-DD[THH:MM])") from None
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+async def cmd_usage_summary(config: config_mod.Config, args: argparse.Namespace) -> None:
+    zone = zoneinfo.ZoneInfo(config.report_tz)
+    local_now = dt.datetime.now(zone)
+    month_start = local_now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_hour = local_now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    since = _moment(args.since, zone, month_start)
+    until = _moment(args.until, zone, next_hour)
+    async with _database(config) as database:
+        result = await usage.summary(
+            database,
+            by=args.by,
+            since=since,
+            until=until,
+            report_tz=config.report_tz,
+            user=args.user,
+            minute_rollup_days=config.minute_rollup_days,
+        )
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        columns = ["group_key", *result["totals"].keys()]
+        writer.writerow([args.by, *columns[1:]])
+        for row in result["groups"]:
+            writer.writerow([row[c] for c in columns])
+        writer.writerow(["TOTAL", *result["totals"].values()])
+        return
+    if args.json:
+        _print(result, True)
+        return
+    rows = [*result["groups"], {"group_key": "TOTAL", **result["totals"]}]
+    print(f"{result['since']} .. {result['until']} ({result['report_tz']}, from {result['granularity']} rollups)")
+    _print(rows, False, ["group_key", "requests", "fallback_requests", "input_tokens", "output_tokens", "cost_usd"])
+
+
 def cmd_serve(config: config_mod.Config, args: argparse.Namespace) -> int:
     from gateway import serve  # the server's imports are not needed by other commands
 
@@ -346,6 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     recent.add_argument("--user")
     recent.add_argument("--json", action="store_true")
     recent.set_defaults(run=cmd_usage_recent)
+
+    summary = usage_p.add_parser("summary", help="totals from the rollups, grouped")
+    summary.add_argument("--by", default="user", choices=usage.GROUPINGS)
+    summary.add_argument("--since", help="start (YYYY-MM-DD[THH:MM], reporting zone; default: month start)")
+    summary.add_argument("--until", help="end, exclusive (default: the end of this hour)")
+    summary.add_argument("--user")
+    out = summary.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true")
+    out.add_argument("--csv", action="store_true")
+    summary.set_defaults(run=cmd_usage_summary)
 
     bench = sub.add_parser("bench", help="run the bench suite (see bench/README.md)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

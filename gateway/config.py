@@ -199,6 +199,12 @@ SETTINGS: tuple[Setting, ...] = (
         _float_range(0, 3600),
         "On SIGTERM, seconds in-flight requests get to finish.",
     ),
+    Setting(
+        "minute_rollup_days",
+        "14",
+        _int_range(1, 3650),
+        "Days minute-level usage rollups are kept (hour and coarser are kept forever).",
+    ),
     Setting("log_level", "info", _log_level, "debug, info, warning or error."),
     Setting("report_tz", "UTC", _timezone, "Time zone of usage buckets and budget months."),
     Setting(
@@ -291,6 +297,7 @@ class Config:
     usage_flush_ms: int
     usage_queue_max: int
     drain_seconds: float
+    minute_rollup_days: int
     log_level: str
     report_tz: str
     key_cache_negative_seconds: float

@@ -20,7 +20,7 @@ from gateway.config import Config
 logger = structlog.get_logger("gateway.serve")
 
 
-def _serve_one(config: Config) -> None:
+def _serve_one(config: Config, index: int = 0) -> None:
     log.configure(config.log_level)
     logger.info(
         "gateway_starting",
@@ -30,7 +30,8 @@ def _serve_one(config: Config) -> None:
         plan_base_url=config.plan_base_url,
     )
     web.run_app(
-        server.create_app(config),
+        # One usage journal per worker: a journal has exactly one writer process.
+        server.create_app(config, journal_dir=config.data_path / "journal" / f"w{index}"),
         host=config.host,
         port=config.port,
         shutdown_timeout=config.drain_seconds,
@@ -53,7 +54,7 @@ def run(config: Config) -> int:
     db.migrate(dsn)
     worker_config = config.replace(database_url=dsn)
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_serve_one, args=(worker_config,)) for _ in range(config.workers)]
+    workers = [context.Process(target=_serve_one, args=(worker_config, index)) for index in range(config.workers)]
     for process in workers:
         process.start()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import structlog
@@ -29,6 +30,7 @@ EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
 CIRCUITS = web.AppKey("circuits", circuit.Circuits)
 PRICES = web.AppKey("prices", price_table.PriceTable)
 SECRETS = web.AppKey("secrets", envelope.SecretCache)
+JOURNAL_DIR = web.AppKey("journal_dir", Path)
 KEYRING: web.AppKey[envelope.Keyring] = web.AppKey("keyring")
 
 
@@ -119,6 +121,17 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         await close()
 
 
+async def _prune_minute_rollups(database: db.Database, days: int) -> None:
+    """Minute rollups are kept `days` days (SPEC §5); every instance may run this, the
+    DELETE is idempotent."""
+    while True:
+        try:
+            await database.execute("delete-old-minute-rollups", days)
+        except Exception as exc:  # try again next hour
+            logger.warning("rollup_prune_failed", error=type(exc).__name__)
+        await asyncio.sleep(3600)
+
+
 async def usage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     writer = usage.UsageWriter(
@@ -126,10 +139,14 @@ async def usage_ctx(app: web.Application) -> AsyncIterator[None]:
         batch_rows=config.usage_batch_rows,
         flush_ms=config.usage_flush_ms,
         queue_max=config.usage_queue_max,
+        journal_dir=app[JOURNAL_DIR],
+        report_tz=config.report_tz,
     )
     app[WRITER] = writer
     task = asyncio.create_task(writer.run())
+    pruner = asyncio.create_task(_prune_minute_rollups(app[DATABASE], config.minute_rollup_days))
     yield
+    await _cancel(pruner)
     # Runs after in-flight requests finished (or the drain deadline passed): flush all.
     await _cancel(task)
     await writer.close()
@@ -249,9 +266,12 @@ ROUTES = (
 )
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Application:
+    """The gateway. `journal_dir` is this process's usage journal (one writer per
+    directory); by default `<data dir>/journal/w0`."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
+    app[JOURNAL_DIR] = journal_dir or config.data_path / "journal" / "w0"
     app.cleanup_ctx.extend([database_ctx, state_ctx, usage_ctx, upstream_ctx])
     for method, endpoint, path in ROUTES:
         app.router.add_route(method, "/ak/{key}" + path, _path_handler(endpoint, path))

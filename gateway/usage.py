@@ -13,14 +13,16 @@ import contextlib
 import datetime as dt
 import os
 import time
+import zoneinfo
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 import structlog
 
-from gateway import db
+from gateway import db, errors, journal
 
 log = structlog.get_logger("gateway.usage")
 
@@ -69,32 +71,54 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def write_batch(connection: asyncpg.Connection, events: list[UsageEvent]) -> int:
-    """Write one batch idempotently; returns how many rows were new."""
+_encode_batch = msgspec.msgpack.Encoder().encode
+_decode_batch = msgspec.msgpack.Decoder(list[UsageEvent]).decode
+
+
+async def write_batch(connection: asyncpg.Connection, events: list[UsageEvent], report_tz: str = "UTC") -> int:
+    """Write one batch idempotently, with its rollups; returns how many rows were new."""
     records = [msgspec.structs.astuple(e) for e in events]
     async with connection.transaction():
         await connection.execute(db.q("create-usage-staging"))
         await connection.copy_records_to_table("usage_staging", records=records, columns=COLUMNS)
-        status = await connection.execute(db.q("insert-usage-from-staging"))
-    return int(status.rsplit(" ", 1)[-1])
+        return int(await connection.fetchval(db.q("insert-usage-from-staging"), report_tz))
 
 
 class UsageWriter:
-    """Bounded in-memory queue → batched COPY; flushes at `batch_rows` or `flush_ms`."""
+    """Bounded in-memory queue → batched COPY; flushes at `batch_rows` or `flush_ms`.
 
-    def __init__(self, database: db.Database, *, batch_rows: int, flush_ms: int, queue_max: int) -> None:
+    When PostgreSQL is away (or the queue overflows `queue_max`) batches go to the local
+    journal instead; it is replayed, oldest first, as soon as a write succeeds again.
+    Replays are idempotent (unique request id), so a crash between a write and its
+    journal acknowledgement cannot double a row.
+    """
+
+    def __init__(
+        self,
+        database: db.Database,
+        *,
+        batch_rows: int,
+        flush_ms: int,
+        queue_max: int,
+        journal_dir: Path,
+        report_tz: str = "UTC",
+    ) -> None:
         self._db = database
         self._batch_rows = batch_rows
         self._flush_s = flush_ms / 1000
         self._queue_max = queue_max
+        self._report_tz = report_tz
+        self._journal = journal.Journal(journal_dir)
         self._buffer: list[UsageEvent] = []
         self._wake = asyncio.Event()
         self._closing = False
+        self._db_down_until = 0.0
         self.written = 0
+        self.journaled = 0
         self.failures = 0
 
     def add(self, event: UsageEvent) -> None:
-        """Never blocks and never touches the database (called on the request path)."""
+        """Never blocks and never touches the database or the disk (the request path)."""
         self._buffer.append(event)
         if len(self._buffer) >= self._batch_rows:
             self._wake.set()
@@ -103,45 +127,185 @@ class UsageWriter:
     def queued(self) -> int:
         return len(self._buffer)
 
+    @property
+    def journal_pending(self) -> bool:
+        return self._journal.pending()
+
     async def run(self) -> None:
-        backoff = 0.1
+        if self._journal.pending():
+            await self._replay()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_s)
             self._wake.clear()
-            if not self._buffer:
-                continue
-            if await self._flush_once():
-                backoff = 0.1
-            else:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            await self.flush()
 
-    async def _flush_once(self) -> bool:
-        """Write up to one batch; on failure the events stay queued, in order."""
-        batch = self._buffer[: self._batch_rows]
+    async def flush(self) -> None:
+        """Write what is queued: to PostgreSQL, else to the journal; then replay the journal."""
+        while self._buffer:
+            if len(self._buffer) > self._queue_max:
+                # Overflow: spill the oldest beyond the bound to disk, never drop, never block.
+                await self._to_journal(self._take(len(self._buffer) - self._queue_max))
+                continue
+            if time.monotonic() < self._db_down_until:
+                if self._closing or len(self._buffer) >= self._batch_rows:
+                    await self._to_journal(self._take(self._batch_rows))
+                    continue
+                return
+            batch = self._buffer[: self._batch_rows]
+            if not await self._write(batch):
+                await self._to_journal(self._take(len(batch)))
+                continue
+            del self._buffer[: len(batch)]
+            if len(self._buffer) < self._batch_rows and not self._closing:
+                break
+        if self._journal.pending() and time.monotonic() >= self._db_down_until:
+            await self._replay()
+
+    def _take(self, n: int) -> list[UsageEvent]:
+        batch = self._buffer[:n]
+        del self._buffer[:n]
+        return batch
+
+    async def _write(self, batch: list[UsageEvent]) -> bool:
         try:
             async with self._db.acquire() as connection:
-                self.written += await write_batch(connection, batch)
-        except Exception as exc:  # the writer must outlive any failure; events stay queued
+                self.written += await write_batch(connection, batch, self._report_tz)
+        except Exception as exc:  # the writer must outlive any failure; nothing is dropped
             self.failures += 1
+            self._db_down_until = time.monotonic() + 1.0
             log.warning("usage_write_failed", error=type(exc).__name__, queued=len(self._buffer))
             return False
-        del self._buffer[: len(batch)]
+        self._db_down_until = 0.0
         return True
 
+    async def _to_journal(self, batch: list[UsageEvent]) -> None:
+        payload = _encode_batch(batch)
+        # append() fsyncs; keep it off the event loop while the database is down under load.
+        await asyncio.get_running_loop().run_in_executor(None, self._journal.append, payload)
+        self.journaled += len(batch)
+
+    async def _replay(self) -> None:
+        loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(None, lambda: list(self._journal.replay()))
+        done: list[int] = []
+        current: int | None = None
+        for segment, _index, payload in records:
+            if current is not None and segment != current:
+                done.append(current)
+            current = segment
+            if not await self._write(_decode_batch(payload)):
+                break
+        else:
+            if current is not None:
+                done.append(current)
+        for segment in done:
+            await loop.run_in_executor(None, self._journal.ack, segment)
+        if done:
+            log.info("usage_journal_replayed", segments=len(done))
+
     async def close(self, deadline: float = 30.0) -> None:
-        """Flush everything still queued (SIGTERM path), trying until the deadline."""
+        """SIGTERM path: write everything queued to PostgreSQL, or to the journal if it is
+        away, so that nothing is lost; replay the journal if the database is there."""
         self._closing = True
         self._wake.set()
         give_up = time.monotonic() + deadline
+        self._db_down_until = 0.0
         while self._buffer and time.monotonic() < give_up:
-            if not await self._flush_once():
-                await asyncio.sleep(0.2)
-        if self._buffer:
-            log.error("usage_unwritten_at_exit", events=len(self._buffer))
+            batch = self._buffer[: self._batch_rows]
+            if await self._write(batch):
+                del self._buffer[: len(batch)]
+            else:
+                await self._to_journal(self._take(len(self._buffer)))
+        if self._journal.pending() and self._db_down_until == 0.0:
+            await self._replay()
+        self._journal.close()
 
 
 async def recent(database: db.Database, limit: int = 20, user: str | None = None) -> list[dict[str, Any]]:
     rows = await database.fetch("list-recent-usage", limit, user)
     return [db.record_dict(r) for r in rows]
+
+
+GRANULARITIES = ("month", "week", "day", "hour", "minute")
+GROUPINGS = ("user", "key", "model", *GRANULARITIES)
+
+
+def _aligned(moment: dt.datetime, granularity: str) -> bool:
+    if moment.second or moment.microsecond:
+        return False
+    if granularity == "minute":
+        return True
+    if moment.minute:
+        return False
+    if granularity == "hour":
+        return True
+    if moment.hour:
+        return False
+    if granularity == "day":
+        return True
+    if granularity == "week":
+        return moment.weekday() == 0
+    return moment.day == 1
+
+
+def pick_granularity(since: dt.datetime, until: dt.datetime, by: str) -> str:
+    """The coarsest rollup whose buckets tile [since, until) exactly (times in the
+    reporting zone), so totals from rollups equal the sum of the events."""
+    if by in GRANULARITIES:
+        if not (_aligned(since, by) and _aligned(until, by)):
+            raise errors.InvalidRequest(f"--by {by} needs --since and --until on {by} boundaries")
+        return by
+    for granularity in ("month", "day", "hour", "minute"):
+        if _aligned(since, granularity) and _aligned(until, granularity):
+            return granularity
+    raise errors.InvalidRequest("--since and --until must be whole minutes")
+
+
+async def summary(
+    database: db.Database,
+    *,
+    by: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    report_tz: str,
+    user: str | None = None,
+    minute_rollup_days: int = 14,
+) -> dict[str, Any]:
+    """Usage totals grouped by user, key, model or time bucket, read from the rollups.
+    `since`/`until` are aware datetimes; alignment is judged in the reporting zone."""
+    if by not in GROUPINGS:
+        raise errors.InvalidRequest(f"--by must be one of {', '.join(GROUPINGS)}")
+    if until <= since:
+        raise errors.InvalidRequest("--until must be after --since")
+    zone = zoneinfo.ZoneInfo(report_tz)
+    granularity = pick_granularity(since.astimezone(zone), until.astimezone(zone), by)
+    if granularity == "minute" and since < now() - dt.timedelta(days=minute_rollup_days):
+        raise errors.InvalidRequest(
+            f"minute rollups are kept {minute_rollup_days} days; use hour-aligned --since/--until for older ranges"
+        )
+    group = "bucket" if by in GRANULARITIES else by
+    rows = await database.fetch("summarize-usage", granularity, since, until, group, report_tz, user)
+    groups = [db.record_dict(r) for r in rows]
+    totals: dict[str, Any] = {
+        name: sum((g[name] for g in groups), Decimal(0) if name == "cost_usd" else 0)
+        for name in (
+            "requests",
+            "fallback_requests",
+            "error_requests",
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "cost_usd",
+        )
+    }
+    return {
+        "by": by,
+        "granularity": granularity,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "report_tz": report_tz,
+        "groups": groups,
+        "totals": totals,
+    }
