@@ -70,11 +70,7 @@ def resolve_model(
     if requested:
         best = ""
         for name in model_map:
-            if (
-                len(name) > len(best)
-                and requested.startswith(name)
-                and _ALIAS_TAIL.fullmatch(requested, len(name))
-            ):
+            if len(name) > len(best) and requested.startswith(name) and _ALIAS_TAIL.fullmatch(requested, len(name)):
                 best = name
         if best:
             return model_map[best]
@@ -110,9 +106,7 @@ def prepare_body(raw: bytes, anthropic_beta: str | None, config: Config) -> byte
     body.pop("anthropic_beta", None)
     if anthropic_beta:
         allowed = config.bedrock_beta_allowlist
-        betas = list(
-            dict.fromkeys(b for b in (v.strip() for v in anthropic_beta.split(",")) if b in allowed)
-        )
+        betas = list(dict.fromkeys(b for b in (v.strip() for v in anthropic_beta.split(",")) if b in allowed))
         if betas:
             body["anthropic_beta"] = betas
     return orjson.dumps(body)

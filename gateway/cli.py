@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from gateway import circuit, db, envelope, errors, keys, price_table, pricing, usage, users
+from gateway import circuit, db, envelope, errors, keys, limits, price_table, pricing, teams, usage, users
 from gateway import config as config_mod
 
 
@@ -91,7 +91,60 @@ async def cmd_users_create(config: config_mod.Config, args: argparse.Namespace) 
 async def cmd_users_list(config: config_mod.Config, args: argparse.Namespace) -> None:
     async with _database(config) as database:
         rows = await users.list_users(database, args.search, args.limit, args.offset)
-    _print(rows, args.json, ["id", "name", "status", "active_keys", "created_at"])
+    _print(rows, args.json, ["id", "name", "status", "team", "monthly_budget_usd", "active_keys", "created_at"])
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the options given on the command line become changes."""
+    changes: dict[str, Any] = {}
+    if args.monthly_budget is not None:
+        changes["monthly_budget"] = limits.parse_budget(args.monthly_budget)
+    if args.allow_models is not None:
+        changes["allowed_models"] = limits.parse_models(args.allow_models)
+    if args.alert_thresholds is not None:
+        try:
+            changes["alert_thresholds"] = [int(v) for v in args.alert_thresholds.split(",") if v.strip()]
+        except ValueError:
+            raise errors.InvalidRequest("--alert-thresholds takes percentages like 50,80,100") from None
+    return changes
+
+
+async def cmd_users_update(config: config_mod.Config, args: argparse.Namespace) -> None:
+    changes = _limit_changes(args)
+    if args.team is not None:
+        changes["team"] = None if args.team.lower() in ("", "none") else args.team
+    if args.description is not None:
+        changes["description"] = args.description
+    if not changes:
+        raise errors.InvalidRequest("nothing to update (see ccproxy users update --help)")
+    async with _database(config) as database:
+        user = await users.update(database, args.name, **changes)
+    _print(user, args.json, ["id", "name", "team_id", "monthly_budget_usd", "allowed_models", "alert_thresholds"])
+
+
+async def cmd_teams_create(config: config_mod.Config, args: argparse.Namespace) -> None:
+    changes = _limit_changes(args)
+    changes.pop("alert_thresholds", None)
+    async with _database(config) as database:
+        team = await teams.create(database, args.name, description=args.description, **changes)
+        if args.alert_thresholds is not None:
+            team = await teams.update(database, args.name, alert_thresholds=_limit_changes(args)["alert_thresholds"])
+    _print(team, args.json, ["id", "name", "monthly_budget_usd", "allowed_models", "alert_thresholds"])
+
+
+async def cmd_teams_update(config: config_mod.Config, args: argparse.Namespace) -> None:
+    changes = _limit_changes(args)
+    if not changes:
+        raise errors.InvalidRequest("nothing to update (see ccproxy teams update --help)")
+    async with _database(config) as database:
+        team = await teams.update(database, args.name, **changes)
+    _print(team, args.json, ["id", "name", "monthly_budget_usd", "allowed_models", "alert_thresholds"])
+
+
+async def cmd_teams_list(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        rows = await teams.list_teams(database)
+    _print(rows, args.json, ["id", "name", "members", "monthly_budget_usd", "allowed_models", "alert_thresholds"])
 
 
 async def cmd_keys_issue(config: config_mod.Config, args: argparse.Namespace) -> None:
@@ -121,10 +174,12 @@ async def cmd_keys_revoke(config: config_mod.Config, args: argparse.Namespace) -
 
 
 async def cmd_keys_update(config: config_mod.Config, args: argparse.Namespace) -> None:
-    if args.bedrock_region is None and args.bedrock_model is None and args.bedrock_default_credentials is None:
+    if all(v is None for v in (args.bedrock_region, args.bedrock_model, args.bedrock_default_credentials, args.rpm)):
         raise errors.InvalidRequest(
-            "nothing to update: give --bedrock-region, --bedrock-model or --[no-]bedrock-default-credentials"
+            "nothing to update: give --bedrock-region, --bedrock-model, --[no-]bedrock-default-credentials or --rpm"
         )
+    if args.rpm is not None and args.rpm < 0:
+        raise errors.InvalidRequest("--rpm must be 0 (no limit) or more")
     async with _database(config) as database:
         row = await keys.update_bedrock(
             database,
@@ -132,6 +187,7 @@ async def cmd_keys_update(config: config_mod.Config, args: argparse.Namespace) -
             region=args.bedrock_region,
             model=args.bedrock_model,
             default_credentials=args.bedrock_default_credentials,
+            rpm_limit=args.rpm,
         )
     _print(row, args.json, ["id", "prefix", "status", "bedrock_region", "bedrock_model", "bedrock_default_credentials"])
 
@@ -326,6 +382,35 @@ def build_parser() -> argparse.ArgumentParser:
     list_u.add_argument("--json", action="store_true")
     list_u.set_defaults(run=cmd_users_list)
 
+    def limit_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--monthly-budget", help="Bedrock USD per calendar month, or 'none' for unlimited")
+        p.add_argument("--allow-models", help="comma-separated patterns like 'claude-sonnet-*', or 'all'")
+        p.add_argument("--alert-thresholds", help="budget percentages that alert, e.g. 80,100")
+
+    update_u = users_p.add_parser("update", help="change a user's budget, team, model allow-list")
+    update_u.add_argument("name")
+    update_u.add_argument("--team", help="team name, or 'none'")
+    update_u.add_argument("--description")
+    limit_options(update_u)
+    update_u.add_argument("--json", action="store_true")
+    update_u.set_defaults(run=cmd_users_update)
+
+    teams_p = sub.add_parser("teams", help="manage teams").add_subparsers(dest="action", required=True)
+    create_t = teams_p.add_parser("create", help="create a team")
+    create_t.add_argument("name")
+    create_t.add_argument("--description")
+    limit_options(create_t)
+    create_t.add_argument("--json", action="store_true")
+    create_t.set_defaults(run=cmd_teams_create)
+    update_t = teams_p.add_parser("update", help="change a team's budget or model allow-list")
+    update_t.add_argument("name")
+    limit_options(update_t)
+    update_t.add_argument("--json", action="store_true")
+    update_t.set_defaults(run=cmd_teams_update)
+    list_t = teams_p.add_parser("list", help="list teams")
+    list_t.add_argument("--json", action="store_true")
+    list_t.set_defaults(run=cmd_teams_list)
+
     keys_p = sub.add_parser("keys", help="manage access keys").add_subparsers(dest="action", required=True)
     issue = keys_p.add_parser("issue", help="issue an access key (shown once)")
     issue.add_argument("--user", required=True)
@@ -351,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="allow falling back on the deployment's own AWS credentials (SigV4)",
     )
+    update.add_argument("--rpm", type=int, help="requests per minute for this key (0 removes the limit)")
     update.add_argument("--json", action="store_true")
     update.set_defaults(run=cmd_keys_update)
     bkey = keys_p.add_parser("bedrock-key", help="register a Bedrock API key (read from stdin) for a key")

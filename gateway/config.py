@@ -205,6 +205,19 @@ SETTINGS: tuple[Setting, ...] = (
         _int_range(1, 3650),
         "Days minute-level usage rollups are kept (hour and coarser are kept forever).",
     ),
+    Setting(
+        "budget_refresh_seconds",
+        "2",
+        _float_range(0.1, 3600),
+        "How often month-to-date spend is re-read from the rollups (bounds budget overshoot).",
+    ),
+    Setting(
+        "alert_webhook_url",
+        "",
+        _optional_url,
+        "Budget alerts are POSTed here as JSON (retried), besides the budget_alert log event.",
+        secret=True,
+    ),
     Setting("log_level", "info", _log_level, "debug, info, warning or error."),
     Setting("report_tz", "UTC", _timezone, "Time zone of usage buckets and budget months."),
     Setting(
@@ -298,6 +311,8 @@ class Config:
     usage_queue_max: int
     drain_seconds: float
     minute_rollup_days: int
+    budget_refresh_seconds: float
+    alert_webhook_url: str | None
     log_level: str
     report_tz: str
     key_cache_negative_seconds: float

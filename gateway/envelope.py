@@ -161,9 +161,7 @@ class KmsKeyring:
 
         kms = await self._kms()
         try:
-            out = await kms.generate_data_key(
-                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=KMS_CONTEXT
-            )
+            out = await kms.generate_data_key(KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=KMS_CONTEXT)
         except (BotoCoreError, ClientError) as exc:
             raise EnvelopeError(f"KMS GenerateDataKey failed: {_kms_reason(exc)}") from None
         return bytes(out["Plaintext"]), bytes(out["CiphertextBlob"])
@@ -173,9 +171,7 @@ class KmsKeyring:
 
         kms = await self._kms()
         try:
-            out = await kms.decrypt(
-                CiphertextBlob=wrapped, KeyId=self.key_id, EncryptionContext=KMS_CONTEXT
-            )
+            out = await kms.decrypt(CiphertextBlob=wrapped, KeyId=self.key_id, EncryptionContext=KMS_CONTEXT)
         except (BotoCoreError, ClientError) as exc:
             raise EnvelopeError(f"KMS Decrypt failed: {_kms_reason(exc)}") from None
         plaintext = bytes(out["Plaintext"])
@@ -228,9 +224,7 @@ async def unseal(keyring: Keyring, blob: bytes, owner: str) -> bytes:
     data_key = await keyring.decrypt_data_key(blob[3:header_end])
     nonce = blob[header_end : header_end + NONCE]
     try:
-        return AESGCM(data_key).decrypt(
-            nonce, blob[header_end + NONCE :], _aad(owner, blob[:header_end])
-        )
+        return AESGCM(data_key).decrypt(nonce, blob[header_end + NONCE :], _aad(owner, blob[:header_end]))
     except (InvalidTag, ValueError):
         raise EnvelopeError("envelope does not open (tampered, or another owner's)") from None
 

@@ -96,9 +96,7 @@ def encode_record(payload: bytes) -> bytes:
 class Journal:
     """An open journal directory; one per process and directory (see module docstring)."""
 
-    def __init__(
-        self, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
-    ) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         if segment_bytes <= HEADER_SIZE:
             raise ValueError(f"segment_bytes must be larger than {HEADER_SIZE}")
         self.directory = Path(directory)

@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,11 @@ async def update_bedrock(
     region: str | None = None,
     model: str | None = None,
     default_credentials: bool | None = None,
+    rpm_limit: int | None = None,
 ) -> dict[str, Any]:
     """Set a key's Bedrock region/model ('' resets to the defaults) or its permission to
     use the deployment's own AWS credentials."""
-    if await database.fetchrow("update-key-bedrock", key_id, region, model, default_credentials) is None:
+    if await database.fetchrow("update-key-bedrock", key_id, region, model, default_credentials, rpm_limit) is None:
         raise errors.NotFound(f"no active access key with id {key_id}")
     row = await database.fetchrow("get-key", key_id)
     assert row is not None
@@ -168,13 +170,22 @@ class KeyContext:
     """What a request knows about its access key; built from one database row."""
 
     __slots__ = (
+        "alert_thresholds",
+        "allowed_models",
         "bedrock_default_credentials",
         "bedrock_key_blob",
         "bedrock_model",
         "bedrock_region",
         "key_hash",
         "key_id",
+        "monthly_budget_usd",
         "prefix",
+        "rpm_limit",
+        "team_alert_thresholds",
+        "team_allowed_models",
+        "team_budget_usd",
+        "team_id",
+        "team_name",
         "user_id",
         "user_name",
     )
@@ -189,6 +200,15 @@ class KeyContext:
         self.bedrock_model: str | None = row["bedrock_model"]
         self.bedrock_key_blob: bytes | None = row["bedrock_key_blob"]
         self.bedrock_default_credentials: bool = row["bedrock_default_credentials"]
+        self.rpm_limit: int | None = row["rpm_limit"]
+        self.monthly_budget_usd: Decimal | None = row["monthly_budget_usd"]
+        self.alert_thresholds: list[int] = row["alert_thresholds"]
+        self.allowed_models: list[str] | None = row["allowed_models"]
+        self.team_id: int | None = row["team_id"]
+        self.team_name: str | None = row["team_name"]
+        self.team_budget_usd: Decimal | None = row["team_budget_usd"]
+        self.team_alert_thresholds: list[int] = row["team_alert_thresholds"] or []
+        self.team_allowed_models: list[str] | None = row["team_allowed_models"]
 
     @property
     def has_bedrock(self) -> bool:

@@ -242,23 +242,14 @@ def _parse_row(raw: Mapping[str, Any], where: str) -> Price:
     if not isinstance(model_raw, str):
         raise ValueError(f"{where}: field 'model': expected a string, got {model_raw!r}")
     model = normalize_model(model_raw)
-    if not isinstance(region, str) or not (
-        region.strip() == ANY_REGION or _REGION_RE.fullmatch(region.strip())
-    ):
-        raise ValueError(
-            f"{where}: field 'region': expected '*' or an AWS region such as "
-            f"'us-east-1', got {region!r}"
-        )
+    if not isinstance(region, str) or not (region.strip() == ANY_REGION or _REGION_RE.fullmatch(region.strip())):
+        raise ValueError(f"{where}: field 'region': expected '*' or an AWS region such as 'us-east-1', got {region!r}")
     if not isinstance(date_raw, str):
-        raise ValueError(
-            f"{where}: field 'effective_date': expected a YYYY-MM-DD string, got {date_raw!r}"
-        )
+        raise ValueError(f"{where}: field 'effective_date': expected a YYYY-MM-DD string, got {date_raw!r}")
     try:
         effective = dt.date.fromisoformat(date_raw.strip())
     except ValueError:
-        raise ValueError(
-            f"{where}: field 'effective_date': not a YYYY-MM-DD date: {date_raw!r}"
-        ) from None
+        raise ValueError(f"{where}: field 'effective_date': not a YYYY-MM-DD date: {date_raw!r}") from None
     prices = {name: _parse_decimal(raw[name], where, name) for name in PRICE_FIELDS}
     return Price(model=model, region=region.strip(), effective_date=effective, **prices)
 

@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from gateway import bedrock, circuit, envelope, errors, keys, log, metrics, price_table, pricing, sse, usage
+from gateway import bedrock, circuit, envelope, errors, keys, limits, log, metrics, price_table, pricing, sse, usage
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.relay")
@@ -124,6 +124,7 @@ class Relay:
         prices: price_table.PriceTable,
         keyring: envelope.Keyring,
         secrets: envelope.SecretCache,
+        budgets: limits.Budgets,
     ) -> None:
         self.config = config
         self.keys = key_cache
@@ -134,6 +135,8 @@ class Relay:
         self.prices = prices
         self.keyring = keyring
         self.secrets = secrets
+        self.budgets = budgets
+        self.rate = limits.RateLimiter()
         self.sigv4 = bedrock.SigV4Auth()  # the deployment's default AWS credential chain
         self._plan_base = config.plan_base_url
         self._plan_key = config.plan_api_key
@@ -165,9 +168,11 @@ class Relay:
     async def _relay(
         self, request: web.Request, ex: Exchange, upstream_path: str, org_mode: bool
     ) -> web.StreamResponse:
-        body = await self._read_body(request, ex) if request.method == "POST" else None
         ctx = ex.ctx
         assert ctx is not None
+        self.rate.check(ctx.key_id, ctx.rpm_limit, time.monotonic())
+        body = await self._read_body(request, ex) if request.method == "POST" else None
+        limits.check_model(ctx, ex.model)
         probing = False
         if ex.endpoint != "models":
             route = self.circuits.route(ctx.key_id, time.time())
@@ -333,7 +338,7 @@ class Relay:
         body = bedrock.prepare_body(raw, request.headers.get("anthropic-beta"), config)
         base_url = bedrock.endpoint(region, config)
         headers = {"x-ccproxy-request-id": ex.request_id, "x-ccproxy-provider": "bedrock", "request-id": ex.request_id}
-        if ex.endpoint == "count_tokens":
+        if ex.endpoint == "count_tokens":  # free on Bedrock too: no budget check
             payload = await bedrock.count_tokens(
                 self.session,
                 base_url=base_url,
@@ -347,6 +352,11 @@ class Relay:
             ex.ttfb = time.perf_counter()
             return web.Response(body=payload, content_type="application/json", headers=headers)
 
+        try:
+            self.budgets.check(ctx)  # before any Bedrock call; plan calls are never blocked
+        except errors.RateLimited:
+            ex.error_class = "budget_exceeded"
+            raise
         counts = sse.UsageCounts()
         ex.usage = counts
         observe = counts.observe_event
@@ -506,6 +516,8 @@ class Relay:
             bedrock_tokens = counts.input_tokens + counts.output_tokens + counts.cache_creation + counts.cache_read
             self.counters.bedrock_tokens += bedrock_tokens
             self.counters.bedrock_cost += float(cost)
+            if ctx is not None:
+                self.budgets.record(ctx, cost)
         if ctx is not None:
             event = usage.UsageEvent(
                 request_id=ex.request_id,

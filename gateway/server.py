@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import circuit, db, envelope, errors, keys, metrics, price_table, relay, usage
+from gateway import circuit, db, envelope, errors, keys, limits, metrics, price_table, relay, usage
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.server")
@@ -31,6 +31,7 @@ CIRCUITS = web.AppKey("circuits", circuit.Circuits)
 PRICES = web.AppKey("prices", price_table.PriceTable)
 SECRETS = web.AppKey("secrets", envelope.SecretCache)
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
+BUDGETS = web.AppKey("budgets", limits.Budgets)
 KEYRING: web.AppKey[envelope.Keyring] = web.AppKey("keyring")
 
 
@@ -164,6 +165,18 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
     app[COUNTERS] = metrics.Counters()
+    budgets = limits.Budgets(
+        app[DATABASE],
+        report_tz=config.report_tz,
+        refresh=config.budget_refresh_seconds,
+        webhook_url=config.alert_webhook_url,
+        session=session,
+    )
+    writer = app[WRITER]
+    with contextlib.suppress(Exception):  # a database hiccup at start-up: the refresh retries
+        await budgets.refresh()
+    refresher = asyncio.create_task(budgets.refresh_forever(lambda: list(writer.pending_events())))
+    app[BUDGETS] = budgets
     app[RELAY] = relay.Relay(
         config,
         app[KEY_CACHE],
@@ -174,8 +187,11 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PRICES],
         app[KEYRING],
         app[SECRETS],
+        budgets,
     )
     yield
+    await _cancel(refresher)
+    await budgets.drain()
     await session.close()
 
 

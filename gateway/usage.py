@@ -127,6 +127,10 @@ class UsageWriter:
     def queued(self) -> int:
         return len(self._buffer)
 
+    def pending_events(self) -> list[UsageEvent]:
+        """Events not yet in PostgreSQL (queued here); budgets keep counting their cost."""
+        return list(self._buffer)
+
     @property
     def journal_pending(self) -> bool:
         return self._journal.pending()

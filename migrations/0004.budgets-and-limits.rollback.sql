@@ -1,0 +1,10 @@
+DROP TABLE budget_alerts;
+DROP TRIGGER teams_notify ON teams;
+DROP FUNCTION notify_team_change();
+ALTER TABLE access_keys DROP COLUMN rpm_limit;
+DROP INDEX users_team;
+ALTER TABLE users DROP COLUMN allowed_models;
+ALTER TABLE users DROP COLUMN alert_thresholds;
+ALTER TABLE users DROP COLUMN monthly_budget_usd;
+ALTER TABLE users DROP COLUMN team_id;
+DROP TABLE teams;
