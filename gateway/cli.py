@@ -20,7 +20,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import asyncpg
 import orjson
+import psycopg
 
 from gateway import circuit, db, envelope, errors, keys, limits, price_table, pricing, teams, usage, users
 from gateway import config as config_mod
@@ -493,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -512,15 +519,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if hasattr(args, "sync"):
         sync: Callable[[config_mod.Config, argparse.Namespace], int] = args.sync
-        return sync(config, args)
+        try:
+            return sync(config, args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error, db.QueryFileError) as exc:
+            print(f"ccproxy: cannot start: {_one_line(exc)}", file=sys.stderr)
+            return 1
     run: Callable[[config_mod.Config, argparse.Namespace], Coroutine[Any, Any, None]] = args.run
     try:
         asyncio.run(run(config, args))
     except errors.GatewayError as exc:
         print(f"ccproxy: {exc.message}", file=sys.stderr)
         return 1
-    except (OSError, db.QueryFileError) as exc:
+    except db.QueryFileError as exc:
         print(f"ccproxy: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error) as exc:
+        print(f"ccproxy: cannot use the database: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

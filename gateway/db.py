@@ -50,7 +50,7 @@ def load_queries(directory: Path = SQL_DIR) -> dict[str, str]:
                     raise QueryFileError(f"{path.name}: SQL before the first '-- name:' line")
                 return
             text = "\n".join(lines).strip()
-            if not text:
+            if not any(line.strip() and not line.strip().startswith("--") for line in lines):
                 raise QueryFileError(f"{path.name}: query {name!r} is empty")
             if name in found:
                 raise QueryFileError(f"{path.name}: duplicate query name {name!r}")

@@ -31,8 +31,9 @@ REQUEST_METRICS = [
 CIRCUIT_METRICS = [{"Name": "CircuitOpen", "Unit": "Count"}]
 
 _SECRET_FIELD = re.compile(r"(authorization|api[_-]?key|token|secret|password|credential)", re.I)
-_SECRET_VALUE = re.compile(r"(ak_[A-Za-z0-9_-]{6})[A-Za-z0-9_-]{10,}|sk-ant-[A-Za-z0-9_-]{4,}|Bearer\s+\S+")
-_SAFE_FIELDS = frozenset({"key", "key_prefix", "error_class", "token_count"})
+_SECRET_VALUE = re.compile(r"(ak_[A-Za-z0-9_-]{6})[A-Za-z0-9_-]{10,}|sk-ant-[A-Za-z0-9_-]{4,}|\bBearer\s+\S+", re.I)
+_SAFE_FIELDS = frozenset({"key_prefix", "error_class", "token_count"})
+_MARKERS = ("ak_", "sk-", "bearer", "Bearer", "BEARER")
 
 
 def _mask_value(match: re.Match[str]) -> str:
@@ -41,17 +42,39 @@ def _mask_value(match: re.Match[str]) -> str:
     return "[redacted]"
 
 
+def _scrub(value: Any) -> Any:
+    """Mask key-, token- and bearer-shaped text anywhere inside a value."""
+    if isinstance(value, str):
+        if any(m in value for m in _MARKERS):
+            return _SECRET_VALUE.sub(_mask_value, value)
+        return value
+    if isinstance(value, dict):
+        return {k: "[redacted]" if _secret_name(k, v) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _secret_name(field: Any, value: Any) -> bool:
+    return (
+        isinstance(field, str)
+        and field not in _SAFE_FIELDS
+        and not field.endswith("_tokens")
+        and _SECRET_FIELD.search(field) is not None
+        and value is not None
+        and not isinstance(value, bool | int | float)
+    )
+
+
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Never let a full access key, a plan credential or a Bedrock key reach a log line."""
+    """Never let a full access key, a plan credential or a Bedrock key reach a log line:
+    secret-named fields are dropped, and key-shaped text is masked at any depth,
+    exception text included (this runs after the traceback is formatted)."""
     for field, value in event.items():
-        if field in _SAFE_FIELDS or field.endswith("_tokens"):
-            if isinstance(value, str) and ("ak_" in value or "sk-" in value):
-                event[field] = _SECRET_VALUE.sub(_mask_value, value)
-            continue
-        if _SECRET_FIELD.search(field) and value is not None and not isinstance(value, bool | int):
+        if _secret_name(field, value):
             event[field] = "[redacted]"
-        elif isinstance(value, str) and ("ak_" in value or "sk-" in value or "Bearer" in value):
-            event[field] = _SECRET_VALUE.sub(_mask_value, value)
+        elif value.__class__ is not int and value.__class__ is not float and value is not None:
+            event[field] = _scrub(value)
     return event
 
 
@@ -63,8 +86,8 @@ def configure(level: str = "info", stream: Any = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            redact,
             structlog.processors.format_exc_info,
+            redact,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

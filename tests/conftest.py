@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -56,8 +57,15 @@ class LogCapture(io.RawIOBase):
         return bytes(self.data).decode()
 
 
-LOGS = LogCapture()
-log.configure("info", stream=LOGS)
+# Test modules may import this file a second time as `tests.conftest`; both copies must
+# share one capture and configure logging once, or the `logs` fixture reads the wrong one.
+_holder = sys.modules.get("_ccproxy_test_logs")
+if _holder is None:
+    _holder = types.ModuleType("_ccproxy_test_logs")
+    _holder.LOGS = LogCapture()  # type: ignore[attr-defined]
+    sys.modules["_ccproxy_test_logs"] = _holder
+    log.configure("info", stream=_holder.LOGS)  # type: ignore[attr-defined]
+LOGS: LogCapture = _holder.LOGS  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -194,7 +202,8 @@ async def gateway_factory(tmp_path: Path, database_url: str) -> AsyncIterator[An
 
     async def start(plan_url: str, **overrides: str) -> Gateway:
         config = make_config(tmp_path, database_url, plan_url, **overrides)
-        app = server.create_app(config)
+        # Instances may share a data dir; a usage journal has exactly one writer process.
+        app = server.create_app(config, journal_dir=tmp_path / f"journal-{len(runners)}")
         runner, url = await start_site(app)
         runners.append(runner)
         return Gateway(url, app, config)

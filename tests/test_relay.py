@@ -9,9 +9,9 @@ import random
 import aiohttp
 import orjson
 import pytest
+from conftest import Gateway
 
 from bench.fake_anthropic import FakeAnthropic, message_json
-from tests.conftest import Gateway
 
 BODY = {"model": "claude-sonnet-4-5-20250929", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 PLAN_HEADERS = {"x-api-key": "sk-ant-developer-own-key", "anthropic-version": "2023-06-01"}
@@ -255,7 +255,7 @@ async def test_body_over_the_limit_gets_413(
 
 
 async def test_unreachable_upstream_gets_an_anthropic_shaped_5xx(gateway_factory, http: aiohttp.ClientSession) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import free_port
+    from conftest import free_port
 
     gw = await gateway_factory(f"http://127.0.0.1:{free_port()}")
     key = (await gw.issue_key())["key"]
