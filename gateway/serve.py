@@ -21,7 +21,7 @@ logger = structlog.get_logger("gateway.serve")
 
 
 def _serve_one(config: Config, index: int = 0) -> None:
-    log.configure(config.log_level)
+    log.configure(config.log_level, buffered=True)
     logger.info(
         "gateway_starting",
         host=config.host,

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import circuit, db, envelope, errors, keys, limits, metrics, price_table, relay, usage
+from gateway import circuit, db, envelope, errors, keys, limits, log, metrics, price_table, relay, usage
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.server")
@@ -44,6 +44,20 @@ async def _cancel(*tasks: asyncio.Task[None]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def log_flush_ctx(_app: web.Application) -> AsyncIterator[None]:
+    """Buffered log output reaches stdout every 100 ms, and everything at shutdown."""
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            log.flush()
+
+    task = asyncio.create_task(flush_forever())
+    yield
+    await _cancel(task)
+    log.flush()
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -288,7 +302,7 @@ def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Applic
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
     app[JOURNAL_DIR] = journal_dir or config.data_path / "journal" / "w0"
-    app.cleanup_ctx.extend([database_ctx, state_ctx, usage_ctx, upstream_ctx])
+    app.cleanup_ctx.extend([log_flush_ctx, database_ctx, state_ctx, usage_ctx, upstream_ctx])
     for method, endpoint, path in ROUTES:
         app.router.add_route(method, "/ak/{key}" + path, _path_handler(endpoint, path))
         app.router.add_route(method, path, _org_handler(endpoint, path))
