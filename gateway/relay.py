@@ -137,6 +137,7 @@ class Relay:
         self.secrets = secrets
         self.budgets = budgets
         self.rate = limits.RateLimiter()
+        self._urls: dict[str, URL] = {}
         self.sigv4 = bedrock.SigV4Auth()  # the deployment's default AWS credential chain
         self._plan_base = config.plan_base_url
         self._plan_key = config.plan_api_key
@@ -235,7 +236,14 @@ class Relay:
     ) -> aiohttp.ClientResponse:
         headers = self._upstream_headers(request, org_mode)
         query = request.rel_url.raw_query_string
-        url = URL(self._plan_base + upstream_path + ("?" + query if query else ""), encoded=True)
+        target = upstream_path + "?" + query if query else upstream_path
+        url = self._urls.get(target)
+        if url is None:
+            # Nearly every request is one of a few targets (`/v1/messages?beta=true`);
+            # building a URL object is the costliest part of an upstream call we control.
+            url = URL(self._plan_base + target, encoded=True)
+            if len(self._urls) < 256:
+                self._urls[target] = url
         first_byte_timeout = self.config.plan_first_byte_timeout if ex.stream else self.config.plan_nonstream_timeout
         try:
             async with asyncio.timeout(first_byte_timeout):

@@ -113,6 +113,7 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self._db_down_until = 0.0
+        self._in_flight = 0
         self.written = 0
         self.journaled = 0
         self.failures = 0
@@ -125,7 +126,8 @@ class UsageWriter:
 
     @property
     def queued(self) -> int:
-        return len(self._buffer)
+        """Events not yet committed: queued here or in a batch being written."""
+        return len(self._buffer) + self._in_flight
 
     def pending_events(self) -> list[UsageEvent]:
         """Events not yet in PostgreSQL (queued here); budgets keep counting their cost."""
@@ -156,11 +158,15 @@ class UsageWriter:
                     await self._to_journal(self._take(self._batch_rows))
                     continue
                 return
-            batch = self._buffer[: self._batch_rows]
-            if not await self._write(batch):
-                await self._to_journal(self._take(len(batch)))
-                continue
-            del self._buffer[: len(batch)]
+            batches = [self._take(self._batch_rows)]
+            if len(self._buffer) >= self._batch_rows:
+                # A second batch on a second connection: our COPY encoding overlaps the
+                # database's work on the first (rollup upserts commute, ids are unique).
+                batches.append(self._take(self._batch_rows))
+            results = await asyncio.gather(*(self._write(batch) for batch in batches))
+            for batch, ok in zip(batches, results, strict=True):
+                if not ok:
+                    await self._to_journal(batch)
             if len(self._buffer) < self._batch_rows and not self._closing:
                 break
         if self._journal.pending() and time.monotonic() >= self._db_down_until:
@@ -172,15 +178,19 @@ class UsageWriter:
         return batch
 
     async def _write(self, batch: list[UsageEvent]) -> bool:
+        self._in_flight += len(batch)
         try:
             async with self._db.acquire() as connection:
-                self.written += await write_batch(connection, batch, self._report_tz)
+                new_rows = await write_batch(connection, batch, self._report_tz)
         except Exception as exc:  # the writer must outlive any failure; nothing is dropped
             self.failures += 1
             self._db_down_until = time.monotonic() + 1.0
             log.warning("usage_write_failed", error=type(exc).__name__, queued=len(self._buffer))
             return False
+        finally:
+            self._in_flight -= len(batch)
         self._db_down_until = 0.0
+        self.written += new_rows  # after the await: concurrent writes must not lose counts
         return True
 
     async def _to_journal(self, batch: list[UsageEvent]) -> None:
