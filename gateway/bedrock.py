@@ -21,8 +21,6 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import yarl
-from botocore.auth import SigV4Auth as _BotocoreSigV4
-from botocore.awsrequest import AWSRequest
 
 from gateway import errors
 from gateway.config import Config
@@ -194,6 +192,10 @@ class SigV4Auth:
     ) -> dict[str, str]:
         credentials = await self._resolve()
         frozen = await credentials.get_frozen_credentials()
+        # botocore costs ~5 MB of memory: only deployments that sign with SigV4 load it.
+        from botocore.auth import SigV4Auth as _BotocoreSigV4
+        from botocore.awsrequest import AWSRequest
+
         request = AWSRequest(method=method, url=url, data=body, headers=dict(base or {}))
         _BotocoreSigV4(frozen, "bedrock", region).add_auth(request)
         return dict(request.headers.items())

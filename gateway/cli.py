@@ -521,7 +521,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sync: Callable[[config_mod.Config, argparse.Namespace], int] = args.sync
         try:
             return sync(config, args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error, db.QueryFileError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            psycopg.Error,
+            db.QueryFileError,
+            db.MigrationError,
+        ) as exc:
             print(f"ccproxy: cannot start: {_one_line(exc)}", file=sys.stderr)
             return 1
     run: Callable[[config_mod.Config, argparse.Namespace], Coroutine[Any, Any, None]] = args.run

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 import structlog
 
 from gateway import config as config_mod
@@ -144,14 +146,51 @@ async def migrate_async(dsn: str) -> list[str]:
     return await asyncio.get_running_loop().run_in_executor(None, migrate, dsn)
 
 
+class MigrationError(RuntimeError):
+    """Migrations could not be applied; the message says why."""
+
+
+async def pending_migrations(dsn: str) -> list[str]:
+    """Migration ids not yet applied (all of them on a database yoyo never touched)."""
+    expected = migration_ids()
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(q("list-applied-migrations"))
+    except asyncpg.UndefinedTableError:
+        return expected
+    finally:
+        await connection.close()
+    applied = {r["migration_id"] for r in rows}
+    return [m for m in expected if m not in applied]
+
+
+async def migrate_out_of_process(dsn: str) -> list[str]:
+    """Apply pending migrations in a short-lived child process: yoyo and psycopg cost
+    the server ~10 MB of memory for its whole life for a second's work at start-up.
+    The DSN goes over stdin, never argv (which `ps` shows)."""
+    if not await pending_migrations(dsn):
+        return []
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.db",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(dsn.encode())
+    if process.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise MigrationError(lines[-1] if lines else f"migration process exited {process.returncode}")
+    return list(orjson.loads(out))
+
+
 # --- the pool ---------------------------------------------------------------------------
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
     # jsonb as Python objects via orjson. Binary format (a version byte, then the text),
     # because COPY — how usage rows are written — only speaks binary.
-    import orjson
-
     await connection.set_type_codec(
         "jsonb",
         encoder=lambda v: b"\x01" + orjson.dumps(v),
@@ -252,3 +291,7 @@ async def listen_forever(
                 await connection.close()
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 5.0)
+
+
+if __name__ == "__main__":  # the child of migrate_out_of_process
+    sys.stdout.write(orjson.dumps(migrate(sys.stdin.read().strip())).decode())

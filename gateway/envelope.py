@@ -23,10 +23,10 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.config import Config
 
@@ -67,6 +67,7 @@ class LocalKeyring:
         return f"LocalKeyring({str(self.path)!r})"
 
     def _aead(self) -> AESGCM:
+        AESGCM, _ = _crypto()
         if self._master is None:
             self._master = AESGCM(self._load_or_create())
         return self._master
@@ -109,9 +110,11 @@ class LocalKeyring:
     async def decrypt_data_key(self, wrapped: bytes) -> bytes:
         if len(wrapped) != NONCE + KEY_BYTES + 16:
             raise EnvelopeError("wrapped data key has the wrong length")
+        aead = self._aead()
+        _, invalid_tag = _crypto()
         try:
-            return self._aead().decrypt(wrapped[:NONCE], wrapped[NONCE:], _WRAP_AAD)
-        except InvalidTag:
+            return aead.decrypt(wrapped[:NONCE], wrapped[NONCE:], _WRAP_AAD)
+        except invalid_tag:
             raise EnvelopeError("data key does not open with this master key") from None
 
 
@@ -202,6 +205,14 @@ def _aad(owner: str, header: bytes) -> bytes:
     return _LABEL + _u16.pack(len(raw_owner)) + raw_owner + header
 
 
+def _crypto() -> tuple[type[AESGCM], type[Exception]]:
+    """cryptography costs ~6 MB of memory; it loads with the first Bedrock key used."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM, InvalidTag
+
+
 async def seal(keyring: Keyring, secret: bytes, owner: str) -> bytes:
     """Encrypt `secret` for `owner` under a fresh data key; returns the blob to store."""
     data_key, wrapped = await keyring.generate_data_key()
@@ -209,7 +220,8 @@ async def seal(keyring: Keyring, secret: bytes, owner: str) -> bytes:
         raise EnvelopeError("wrapped data key too long")
     header = bytes((VERSION,)) + _u16.pack(len(wrapped)) + wrapped
     nonce = secrets.token_bytes(NONCE)
-    sealed = AESGCM(data_key).encrypt(nonce, secret, _aad(owner, header))
+    aesgcm, _ = _crypto()
+    sealed = aesgcm(data_key).encrypt(nonce, secret, _aad(owner, header))
     return header + nonce + sealed
 
 
@@ -223,9 +235,10 @@ async def unseal(keyring: Keyring, blob: bytes, owner: str) -> bytes:
         raise EnvelopeError("envelope truncated")
     data_key = await keyring.decrypt_data_key(blob[3:header_end])
     nonce = blob[header_end : header_end + NONCE]
+    aesgcm, invalid_tag = _crypto()
     try:
-        return AESGCM(data_key).decrypt(nonce, blob[header_end + NONCE :], _aad(owner, blob[:header_end]))
-    except (InvalidTag, ValueError):
+        return aesgcm(data_key).decrypt(nonce, blob[header_end + NONCE :], _aad(owner, blob[:header_end]))
+    except (invalid_tag, ValueError):
         raise EnvelopeError("envelope does not open (tampered, or another owner's)") from None
 
 

@@ -6,6 +6,7 @@ SIGTERM/SIGINT: stop accepting, give in-flight requests (streams included) up to
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import signal
 from types import FrameType
@@ -51,7 +52,7 @@ def run(config: Config) -> int:
     log.configure(config.log_level)
     # Start (or join) the embedded database and migrate once here, so workers only connect.
     dsn = config.database_url or db.embedded_dsn(config.data_path)
-    db.migrate(dsn)
+    asyncio.run(db.migrate_out_of_process(dsn))
     worker_config = config.replace(database_url=dsn)
     context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_serve_one, args=(worker_config, index)) for index in range(config.workers)]

@@ -64,7 +64,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     dsn = await db.resolve_dsn(config)
     db.load_queries()  # a malformed sql/ file stops start-up here
-    applied = await db.migrate_async(dsn)
+    applied = await db.migrate_out_of_process(dsn)
     if applied:
         logger.info("migrations_applied", migrations=applied)
     database = await db.connect(config, dsn)
