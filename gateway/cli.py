@@ -273,7 +273,7 @@ async def cmd_pricing_import(config: config_mod.Config, args: argparse.Namespace
         raise errors.InvalidRequest(f"{path}: {exc}") from None
     async with _database(config) as database:
         count = await price_table.upsert(database, prices)
-    _print({"imported": count, "file": path}, args.json)
+    _print({"imported": count, "file": str(path)}, args.json)
 
 
 USAGE_COLUMNS = [

@@ -113,6 +113,11 @@ class Budgets:
         self._team_db: dict[int, Decimal] = {}
         self._user_local: dict[int, Decimal] = collections.defaultdict(Decimal)
         self._team_local: dict[int, Decimal] = collections.defaultdict(Decimal)
+        # Costs this instance recorded this period (never replaced by a refresh), and the
+        # latest context of every user with a budget, for alerts after a refresh.
+        self._user_recorded: dict[int, Decimal] = collections.defaultdict(Decimal)
+        self._team_recorded: dict[int, Decimal] = collections.defaultdict(Decimal)
+        self._seen: dict[int, keys.KeyContext] = {}
         self._fired: set[tuple[str, int, dt.date, int]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -147,8 +152,12 @@ class Budgets:
             return
         self._roll_period()
         self._user_local[ctx.user_id] += cost
+        self._user_recorded[ctx.user_id] += cost
         if ctx.team_id is not None:
             self._team_local[ctx.team_id] += cost
+            self._team_recorded[ctx.team_id] += cost
+        if ctx.monthly_budget_usd is not None or ctx.team_budget_usd is not None:
+            self._seen[ctx.user_id] = ctx
         user_spent, team_spent = self.spent(ctx)
         self._maybe_alert("user", ctx.user_id, ctx.user_name, user_spent, ctx.monthly_budget_usd, ctx.alert_thresholds)
         if ctx.team_id is not None:
@@ -167,6 +176,8 @@ class Budgets:
             self._team_db.clear()
             self._user_local.clear()
             self._team_local.clear()
+            self._user_recorded.clear()
+            self._team_recorded.clear()
 
     # --- alerts -------------------------------------------------------------------------------
 
@@ -234,12 +245,18 @@ class Budgets:
 
     # --- keeping memory true -------------------------------------------------------------------
 
-    async def refresh(self, unflushed: Sequence[Any] = ()) -> None:
-        """Re-read month-to-date spend; `unflushed` are usage events not yet in PostgreSQL
-        (still queued), whose cost stays counted locally."""
+    async def refresh(self, pending: Sequence[Any] = ()) -> None:
+        """Re-read month-to-date spend. Costs not yet in PostgreSQL stay counted: events
+        still queued (`pending`, taken before the query) and costs recorded while the
+        query ran. An event flushed during the query may count twice until the next
+        refresh — the safe direction for a budget."""
         self._roll_period()
         period = self._period
+        user_before = dict(self._user_recorded)
+        team_before = dict(self._team_recorded)
         rows = await self._db.fetch("list-month-spend", period)
+        if period != self._period:
+            return  # the month turned while we read; the next refresh starts clean
         users: dict[int, Decimal] = collections.defaultdict(Decimal)
         teams: dict[int, Decimal] = collections.defaultdict(Decimal)
         team_of: dict[int, int] = {}
@@ -250,16 +267,34 @@ class Budgets:
                 team_of[row["user_id"]] = row["team_id"]
         user_local: dict[int, Decimal] = collections.defaultdict(Decimal)
         team_local: dict[int, Decimal] = collections.defaultdict(Decimal)
-        for event in unflushed:
+        for event in pending:
             if event.cost_usd and event.created_at >= period:
                 user_local[event.user_id] += event.cost_usd
                 team = team_of.get(event.user_id)
                 if team is not None:
                     team_local[team] += event.cost_usd
+        for user_id, total in self._user_recorded.items():
+            user_local[user_id] += total - user_before.get(user_id, Decimal(0))
+        for team_id, total in self._team_recorded.items():
+            team_local[team_id] += total - team_before.get(team_id, Decimal(0))
         self._user_db, self._team_db = dict(users), dict(teams)
         self._user_local, self._team_local = user_local, team_local
+        self._check_known_budgets()
 
-    async def refresh_forever(self, unflushed: Any) -> None:
+    def _check_known_budgets(self) -> None:
+        """Thresholds crossed by the sum of several instances' spend are only seen after
+        a refresh: check every budget this instance has met."""
+        for ctx in list(self._seen.values()):
+            user_spent, team_spent = self.spent(ctx)
+            self._maybe_alert(
+                "user", ctx.user_id, ctx.user_name, user_spent, ctx.monthly_budget_usd, ctx.alert_thresholds
+            )
+            if ctx.team_id is not None:
+                self._maybe_alert(
+                    "team", ctx.team_id, ctx.team_name or "", team_spent, ctx.team_budget_usd, ctx.team_alert_thresholds
+                )
+
+    async def refresh_forever(self, unflushed: Callable[[], Sequence[Any]]) -> None:
         while True:
             await asyncio.sleep(self._refresh)
             try:

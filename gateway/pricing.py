@@ -224,6 +224,10 @@ def _parse_decimal(raw: Any, where: str, name: str) -> Decimal:
         raise ValueError(f"{where}: field {name!r}: must be a finite number, got {raw!r}")
     if value < 0:
         raise ValueError(f"{where}: field {name!r}: must not be negative, got {raw!r}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        # The table stores six decimals; silently rounding a price would misprice usage.
+        raise ValueError(f"{where}: field {name!r}: at most 6 decimal places, got {raw!r}")
     return value
 
 

@@ -158,12 +158,11 @@ async def usage_ctx(app: web.Application) -> AsyncIterator[None]:
         report_tz=config.report_tz,
     )
     app[WRITER] = writer
-    task = asyncio.create_task(writer.run())
+    writer.start()
     pruner = asyncio.create_task(_prune_minute_rollups(app[DATABASE], config.minute_rollup_days))
     yield
     await _cancel(pruner)
     # Runs after in-flight requests finished (or the drain deadline passed): flush all.
-    await _cancel(task)
     await writer.close()
 
 
@@ -189,7 +188,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = app[WRITER]
     with contextlib.suppress(Exception):  # a database hiccup at start-up: the refresh retries
         await budgets.refresh()
-    refresher = asyncio.create_task(budgets.refresh_forever(lambda: list(writer.pending_events())))
+    refresher = asyncio.create_task(budgets.refresh_forever(writer.pending_events))
     app[BUDGETS] = budgets
     app[RELAY] = relay.Relay(
         config,

@@ -114,6 +114,7 @@ class UsageWriter:
         self._closing = False
         self._db_down_until = 0.0
         self._in_flight = 0
+        self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.journaled = 0
         self.failures = 0
@@ -137,13 +138,21 @@ class UsageWriter:
     def journal_pending(self) -> bool:
         return self._journal.pending()
 
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
     async def run(self) -> None:
+        """The flush loop. It is stopped by `close()`, never cancelled: a cancelled flush
+        could drop a batch that was taken off the queue but not yet written anywhere."""
         if self._journal.pending():
             await self._replay()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_s)
+                async with asyncio.timeout(self._flush_s):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                break
             await self.flush()
 
     async def flush(self) -> None:
@@ -196,7 +205,8 @@ class UsageWriter:
     async def _to_journal(self, batch: list[UsageEvent]) -> None:
         payload = _encode_batch(batch)
         # append() fsyncs; keep it off the event loop while the database is down under load.
-        await asyncio.get_running_loop().run_in_executor(None, self._journal.append, payload)
+        # Shielded: once a batch is off the queue, only the journal may hold it.
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self._journal.append, payload))
         self.journaled += len(batch)
 
     async def _replay(self) -> None:
@@ -223,6 +233,9 @@ class UsageWriter:
         away, so that nothing is lost; replay the journal if the database is there."""
         self._closing = True
         self._wake.set()
+        if self._task is not None:
+            await self._task  # let a flush in progress finish where it is
+            self._task = None
         give_up = time.monotonic() + deadline
         self._db_down_until = 0.0
         while self._buffer and time.monotonic() < give_up:
