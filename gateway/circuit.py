@@ -10,7 +10,6 @@ in background tasks: the request that failed is already on its way to Bedrock.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from typing import Any
 
 import structlog
@@ -27,12 +26,13 @@ COUNTED = frozenset({"rate_limit", "server_error"})  # SPEC §3's "counts toward
 
 
 class _State:
-    __slots__ = ("opened_at", "probe_started_at", "state")
+    __slots__ = ("opened_at", "probe_started_at", "state", "version")
 
-    def __init__(self, state: str, opened_at: dt.datetime | None, probe_started_at: dt.datetime | None) -> None:
-        self.state = state
-        self.opened_at = opened_at.timestamp() if opened_at else 0.0
-        self.probe_started_at = probe_started_at.timestamp() if probe_started_at else 0.0
+    def __init__(self, row: Any) -> None:
+        self.state: str = row["state"]
+        self.opened_at = row["opened_at"].timestamp() if row["opened_at"] else 0.0
+        self.probe_started_at = row["probe_started_at"].timestamp() if row["probe_started_at"] else 0.0
+        self.version: int = row["version"]
 
 
 class Circuits:
@@ -75,7 +75,7 @@ class Circuits:
             logger.warning("circuit_probe_claim_failed", access_key_id=key_id, error=type(exc).__name__)
             return False
         if row is not None:
-            self._states[key_id] = _State("half_open", None, dt.datetime.now(dt.UTC))
+            self._apply(key_id, row)
         return row is not None
 
     def record_failure(self, key_id: int, error_class: str) -> None:
@@ -98,24 +98,26 @@ class Circuits:
         except Exception as exc:
             logger.warning("circuit_write_failed", access_key_id=key_id, error=type(exc).__name__)
             return
-        if row is not None and row["state"] == "open":
-            self._opened(key_id, error_class)
+        if row is not None:
+            self._apply(key_id, row)
+            if row["state"] == "open":
+                self._opened(key_id, error_class)
 
     async def _record_probe(self, key_id: int, ok: bool, error_class: str | None) -> None:
         try:
             if ok:
-                await self._db.fetchrow("close-circuit", key_id)
-                self._states.pop(key_id, None)
+                row = await self._db.fetchrow("close-circuit", key_id)
                 logger.info("circuit_closed", access_key_id=key_id)
             else:
-                await self._db.fetchrow("reopen-circuit", key_id, error_class)
+                row = await self._db.fetchrow("reopen-circuit", key_id, error_class)
                 self._opened(key_id, error_class or "probe_failed")
+            if row is not None:
+                self._apply(key_id, row)
         except Exception as exc:
             logger.warning("circuit_write_failed", access_key_id=key_id, error=type(exc).__name__)
 
     def _opened(self, key_id: int, error_class: str) -> None:
         self.opened_total += 1
-        self._states[key_id] = _State("open", dt.datetime.now(dt.UTC), None)
         logger.warning(
             "circuit_opened",
             access_key_id=key_id,
@@ -130,20 +132,37 @@ class Circuits:
 
     # --- keeping memory true -----------------------------------------------------------------
 
+    def _apply(self, key_id: int, row: Any) -> None:
+        """Take a row read from PostgreSQL unless memory already holds a newer version:
+        reloads run concurrently and may answer out of order."""
+        held = self._states.get(key_id)
+        if held is None or row["version"] > held.version:
+            self._states[key_id] = _State(row)
+
     async def reload_all(self) -> None:
         rows = await self._db.fetch("list-circuit-states")
-        self._states = {
-            r["access_key_id"]: _State(r["state"], r["opened_at"], r["probe_started_at"])
-            for r in rows
-            if r["state"] != "closed"
-        }
+        present = set()
+        for row in rows:
+            present.add(row["access_key_id"])
+            self._apply(row["access_key_id"], row)
+        for key_id in set(self._states) - present:
+            del self._states[key_id]
 
     async def reload(self, key_id: int) -> None:
         row = await self._db.fetchrow("get-circuit-state", key_id)
-        if row is None or row["state"] == "closed":
-            self._states.pop(key_id, None)
+        if row is None:
+            self._states.pop(key_id, None)  # rows are only deleted with their access key
         else:
-            self._states[key_id] = _State(row["state"], row["opened_at"], row["probe_started_at"])
+            self._apply(key_id, row)
+
+    async def reload_forever(self, every: float) -> None:
+        """Backs up NOTIFY, as the key cache's refresh does."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.reload_all()
+            except Exception as exc:
+                logger.warning("circuit_reload_failed", error=type(exc).__name__)
 
     def on_notify(self, payload: str) -> None:
         try:
@@ -158,8 +177,9 @@ class Circuits:
 
 
 async def list_states(database: db.Database) -> list[dict[str, Any]]:
+    """Keys whose circuit is open or half-open."""
     rows = await database.fetch("list-circuit-states")
-    return [{**db.record_dict(r), "prefix": r["prefix"] + "…"} for r in rows]
+    return [{**db.record_dict(r), "prefix": r["prefix"] + "…"} for r in rows if r["state"] != "closed"]
 
 
 async def reset(database: db.Database, key_id: int) -> dict[str, Any]:

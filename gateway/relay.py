@@ -157,7 +157,10 @@ class Relay:
         except errors.GatewayError as exc:
             ex.status = exc.status
             ex.error_class = ex.error_class or exc.error_type
-            return error_response(exc, ex.request_id)
+            response = error_response(exc, ex.request_id)
+            if ex.provider != "none":
+                response.headers["x-ccproxy-provider"] = ex.provider  # which upstream failed
+            return response
         except asyncio.CancelledError:
             ex.error_class = ex.error_class or "client_disconnected"
             raise

@@ -125,11 +125,12 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     )
     refresher = asyncio.create_task(cache.refresh_forever(config.key_refresh_seconds))
+    circuit_reloader = asyncio.create_task(circuits.reload_forever(config.key_refresh_seconds))
     # Serve only once revocations can reach us.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(listening.wait(), 10)
     yield
-    await _cancel(listener, refresher)
+    await _cancel(listener, refresher, circuit_reloader)
     await circuits.drain()
     close = getattr(app[KEYRING], "close", None)
     if close is not None:

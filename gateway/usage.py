@@ -113,7 +113,7 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self._db_down_until = 0.0
-        self._in_flight = 0
+        self._in_flight: list[list[UsageEvent]] = []
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.journaled = 0
@@ -128,11 +128,12 @@ class UsageWriter:
     @property
     def queued(self) -> int:
         """Events not yet committed: queued here or in a batch being written."""
-        return len(self._buffer) + self._in_flight
+        return len(self._buffer) + sum(len(batch) for batch in self._in_flight)
 
     def pending_events(self) -> list[UsageEvent]:
-        """Events not yet in PostgreSQL (queued here); budgets keep counting their cost."""
-        return list(self._buffer)
+        """Events not yet in PostgreSQL (queued or being written); budgets keep counting
+        their cost."""
+        return [*self._buffer, *(event for batch in self._in_flight for event in batch)]
 
     @property
     def journal_pending(self) -> bool:
@@ -172,10 +173,17 @@ class UsageWriter:
                 # A second batch on a second connection: our COPY encoding overlaps the
                 # database's work on the first (rollup upserts commute, ids are unique).
                 batches.append(self._take(self._batch_rows))
-            results = await asyncio.gather(*(self._write(batch) for batch in batches))
-            for batch, ok in zip(batches, results, strict=True):
-                if not ok:
-                    await self._to_journal(batch)
+            # Off the queue but not yet committed: still counted as queued, and still
+            # counted by budgets, until written to PostgreSQL or the journal.
+            self._in_flight.extend(batches)
+            try:
+                results = await asyncio.gather(*(self._write(batch) for batch in batches))
+                for batch, ok in zip(batches, results, strict=True):
+                    if not ok:
+                        await self._to_journal(batch)
+            finally:
+                for batch in batches:
+                    self._in_flight.remove(batch)
             if len(self._buffer) < self._batch_rows and not self._closing:
                 break
         if self._journal.pending() and time.monotonic() >= self._db_down_until:
@@ -187,7 +195,6 @@ class UsageWriter:
         return batch
 
     async def _write(self, batch: list[UsageEvent]) -> bool:
-        self._in_flight += len(batch)
         try:
             async with self._db.acquire() as connection:
                 new_rows = await write_batch(connection, batch, self._report_tz)
@@ -196,8 +203,6 @@ class UsageWriter:
             self._db_down_until = time.monotonic() + 1.0
             log.warning("usage_write_failed", error=type(exc).__name__, queued=len(self._buffer))
             return False
-        finally:
-            self._in_flight -= len(batch)
         self._db_down_until = 0.0
         self.written += new_rows  # after the await: concurrent writes must not lose counts
         return True

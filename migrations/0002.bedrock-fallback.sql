@@ -8,9 +8,10 @@ ALTER TABLE access_keys ADD COLUMN bedrock_key_blob bytea;
 -- The operator may let a key fall back on the deployment's own AWS credentials (SigV4).
 ALTER TABLE access_keys ADD COLUMN bedrock_default_credentials boolean NOT NULL DEFAULT false;
 
--- One row per access key whose plan has failed recently. Absent row = closed circuit.
+-- One row per access key whose plan has failed. Absent row = closed circuit.
 -- Every instance keeps a copy in memory and reloads a row when it is NOTIFYed, so all
--- tasks route a key the same way (SPEC §3).
+-- tasks route a key the same way (SPEC §3). `version` grows with every change, so an
+-- instance can tell a late answer to an older reload from the current state.
 CREATE TABLE circuit_states (
     access_key_id     bigint PRIMARY KEY REFERENCES access_keys (id) ON DELETE CASCADE,
     state             text NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),
@@ -19,6 +20,7 @@ CREATE TABLE circuit_states (
     opened_at         timestamptz,
     probe_started_at  timestamptz,
     last_error_class  text,
+    version           bigint NOT NULL DEFAULT 1,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 

@@ -1,6 +1,6 @@
 -- name: list-circuit-states
 SELECT c.access_key_id, c.state, c.failures, c.window_started_at, c.opened_at,
-       c.probe_started_at, c.last_error_class, c.updated_at,
+       c.probe_started_at, c.last_error_class, c.version, c.updated_at,
        k.prefix, u.name AS user_name
 FROM circuit_states c
 JOIN access_keys k ON k.id = c.access_key_id
@@ -8,7 +8,7 @@ JOIN users u ON u.id = k.user_id
 ORDER BY c.access_key_id;
 
 -- name: get-circuit-state
-SELECT access_key_id, state, failures, window_started_at, opened_at, probe_started_at
+SELECT access_key_id, state, failures, window_started_at, opened_at, probe_started_at, version
 FROM circuit_states
 WHERE access_key_id = $1;
 
@@ -31,26 +31,32 @@ ON CONFLICT (access_key_id) DO UPDATE SET
                                 THEN c.failures + 1 ELSE 1 END) >= $3
                      THEN now() END,
     last_error_class = $4,
+    version = c.version + 1,
     updated_at = now()
 WHERE c.state = 'closed'
-RETURNING c.state, c.failures;
+RETURNING c.state, c.failures, c.opened_at, c.probe_started_at, c.version;
 
 -- name: claim-circuit-probe
 -- Exactly one request across all instances gets to probe the plan once the open period
 -- is over ($2 seconds); a probe that never reported back ($3 seconds) may be re-claimed.
 UPDATE circuit_states
-SET state = 'half_open', probe_started_at = now(), updated_at = now()
+SET state = 'half_open', probe_started_at = now(), version = version + 1, updated_at = now()
 WHERE access_key_id = $1
   AND ((state = 'open' AND opened_at <= now() - make_interval(secs => $2))
        OR (state = 'half_open' AND probe_started_at <= now() - make_interval(secs => $3)))
-RETURNING access_key_id;
+RETURNING state, opened_at, probe_started_at, version;
 
 -- name: close-circuit
-DELETE FROM circuit_states WHERE access_key_id = $1 RETURNING access_key_id;
+-- The row stays (closed, version + 1) so that no instance mistakes an older reload for news.
+UPDATE circuit_states
+SET state = 'closed', failures = 0, window_started_at = NULL, opened_at = NULL,
+    probe_started_at = NULL, version = version + 1, updated_at = now()
+WHERE access_key_id = $1 AND state <> 'closed'
+RETURNING state, opened_at, probe_started_at, version;
 
 -- name: reopen-circuit
 UPDATE circuit_states
 SET state = 'open', opened_at = now(), probe_started_at = NULL, failures = 0,
-    last_error_class = $2, updated_at = now()
+    last_error_class = $2, version = version + 1, updated_at = now()
 WHERE access_key_id = $1
-RETURNING access_key_id;
+RETURNING state, opened_at, probe_started_at, version;
