@@ -26,33 +26,46 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "in the same run. See bench/README.md.",
     )
     parser.add_argument("scenario", choices=[*scenarios.SCENARIOS, "all"])
-    parser.add_argument("--quick", action="store_true",
-                        help="a few seconds per scenario (CI): proves the suite works")
-    parser.add_argument("--out", type=Path,
-                        help="results folder (default bench/results/<timestamp>/)")
-    parser.add_argument("--target", metavar="URL",
-                        help="a running gateway base, e.g. http://host:port/ak/KEY "
-                        "(instead of starting one)")
-    parser.add_argument("--target-pid", type=int, metavar="PID",
-                        help="the --target gateway's pid, for its CPU and RSS")
-    parser.add_argument("--direct", metavar="URL",
-                        help="a running fake upstream for the baseline (default: start one)")
-    parser.add_argument("--compare", metavar="URL", action="append", default=[],
-                        help="another proxy base URL measured in the same run (repeatable)")
-    parser.add_argument("--procs", type=int, default=1,
-                        help="load-generator worker processes (default 1)")
-    parser.add_argument("--fake-mode", choices=["fast", "aiohttp"], default="fast",
-                        help="how the fake upstream serves (default: fast, raw asyncio)")
-    parser.add_argument("--gateway-env", metavar="NAME=VALUE", action="append", default=[],
-                        help="extra environment for the started gateway, "
-                        "e.g. CCPROXY_WORKERS=2 (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="a few seconds per scenario (CI): proves the suite works")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>/)")
+    parser.add_argument(
+        "--target", metavar="URL", help="a running gateway base, e.g. http://host:port/ak/KEY (instead of starting one)"
+    )
+    parser.add_argument("--target-pid", type=int, metavar="PID", help="the --target gateway's pid, for its CPU and RSS")
+    parser.add_argument("--direct", metavar="URL", help="a running fake upstream for the baseline (default: start one)")
+    parser.add_argument(
+        "--compare",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="another proxy base URL measured in the same run (repeatable)",
+    )
+    parser.add_argument("--procs", type=int, default=1, help="load-generator worker processes (default 1)")
+    parser.add_argument(
+        "--fake-mode",
+        choices=["fast", "aiohttp"],
+        default="fast",
+        help="how the fake upstream serves (default: fast, raw asyncio)",
+    )
+    parser.add_argument(
+        "--gateway-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="extra environment for the started gateway, e.g. CCPROXY_WORKERS=2 (repeatable)",
+    )
     parser.add_argument("--duration", type=float, help="seconds per load phase (override)")
     parser.add_argument("--concurrency", type=int, help="throughput concurrency (override)")
     parser.add_argument("--streams", type=int, help="claude-code open streams (override)")
-    parser.add_argument("--results-md", type=Path, metavar="PATH",
-                        help="also write this RESULTS.md, plots under results-latest/ beside it")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when a target is missed (default: only on failures)")
+    parser.add_argument(
+        "--results-md",
+        type=Path,
+        metavar="PATH",
+        help="also write this RESULTS.md, plots under results-latest/ beside it",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a target is missed (default: only on failures)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no per-second lines")
     return parser.parse_args(argv)
 
@@ -72,17 +85,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--gateway-env {item!r}: expected NAME=VALUE")
         gateway_env[name] = value
     options = scenarios.Options(
-        quick=args.quick, out=out, target=args.target, target_pid=args.target_pid,
-        direct=args.direct, compare=list(args.compare), procs=max(1, args.procs),
-        fake_mode=args.fake_mode, gateway_env=gateway_env, duration=args.duration,
-        concurrency=args.concurrency, streams=args.streams, progress=not args.no_progress,
+        quick=args.quick,
+        out=out,
+        target=args.target,
+        target_pid=args.target_pid,
+        direct=args.direct,
+        compare=list(args.compare),
+        procs=max(1, args.procs),
+        fake_mode=args.fake_mode,
+        gateway_env=gateway_env,
+        duration=args.duration,
+        concurrency=args.concurrency,
+        streams=args.streams,
+        progress=not args.no_progress,
     )
     names = list(scenarios.SCENARIOS) if args.scenario == "all" else [args.scenario]
     # 1,000 streams are 2-3 sockets each here and in the processes we start (they inherit)
     loadgen.raise_nofile(1 << 20)
     signal.signal(signal.SIGTERM, _interrupt)
-    command = "python -m bench " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     t0 = time.monotonic()
     results: list[dict[str, object]] = []
     interrupted = False
@@ -104,9 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": time.monotonic() - t0,
         "interrupted": interrupted,
         "machine": report.machine(),
-        "options": {"procs": options.procs, "fake_mode": options.fake_mode,
-                    "target": options.target, "compare": options.compare,
-                    "gateway_env": gateway_env},
+        "options": {
+            "procs": options.procs,
+            "fake_mode": options.fake_mode,
+            "target": options.target,
+            "compare": options.compare,
+            "gateway_env": gateway_env,
+        },
         "scenarios": results,
     }
     report.write(data, out)
@@ -119,8 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if any(r["status"] == "failed" for r in results):
         return 1
-    if args.strict and any(row.get("pass") is False for r in results
-                           for row in r.get("measures", [])):  # type: ignore[attr-defined]
+    if args.strict and any(row.get("pass") is False for r in results for row in r.get("measures", [])):  # type: ignore[attr-defined]
         return 1
     return 0
 

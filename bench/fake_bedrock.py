@@ -204,9 +204,7 @@ class FakeBedrock:
     def _sigv4_valid(self, request: web.Request, body: bytes, auth: str) -> bool:
         """Re-sign the request as received, with the same X-Amz-Date, and compare."""
         try:
-            fields = dict(
-                part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 ") :].split(",")
-            )
+            fields = dict(part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 ") :].split(","))
             access_key, day, region, service, terminal = fields["Credential"].split("/")
             signed = fields["SignedHeaders"].split(";")
             amz_date = request.headers["X-Amz-Date"]
@@ -246,9 +244,7 @@ class FakeBedrock:
             return "Malformed input request: anthropic_beta must be an array"
         return None
 
-    async def _early(
-        self, request: web.Request, body: bytes, scenario: str
-    ) -> web.StreamResponse | None:
+    async def _early(self, request: web.Request, body: bytes, scenario: str) -> web.StreamResponse | None:
         kind, _, arg = scenario.partition(":")
         if kind == "slow_headers":
             await asyncio.sleep(float(arg))
@@ -272,11 +268,7 @@ class FakeBedrock:
     async def _remember(self, request: web.Request) -> bytes:
         body = await request.read()
         if self.record:
-            self.requests.append(
-                Seen(
-                    request.method, request.path, request.query_string, dict(request.headers), body
-                )
-            )
+            self.requests.append(Seen(request.method, request.path, request.query_string, dict(request.headers), body))
         return body
 
     # --- handlers ----------------------------------------------------------------
@@ -292,9 +284,7 @@ class FakeBedrock:
             return error_response(400, "ValidationException", problem)
         kind, _, arg = scenario.partition(":")
         if kind.startswith("exception_"):
-            exc = arg or (
-                "throttlingException" if kind == "exception_first" else "modelStreamErrorException"
-            )
+            exc = arg or ("throttlingException" if kind == "exception_first" else "modelStreamErrorException")
             name = exc[0].upper() + exc[1:]
             return error_response(EXCEPTION_STATUS.get(exc, 500), name, f"fake {exc}")
         message = message_json(kind, anthropic_model(request.match_info["model_id"]))
@@ -350,9 +340,7 @@ class FakeBedrock:
         elif kind == "exception_midstream":
             events = bedrock_events("text", model)[:4]
             frames = [chunk_frame(e) for e in events]
-            frames.append(
-                exception_frame(arg or "modelStreamErrorException", "fake midstream failure")
-            )
+            frames.append(exception_frame(arg or "modelStreamErrorException", "fake midstream failure"))
         else:
             shape = kind if kind in ("tool_use", "thinking", "cache") else "text"
             frames = [chunk_frame(e) for e in bedrock_events(shape, model)]
@@ -383,21 +371,15 @@ class FakeBedrock:
             return early
         model_id = request.match_info["model_id"]
         if not model_id.startswith("anthropic."):
-            return error_response(
-                400, "ValidationException", "The provided model identifier is invalid."
-            )
+            return error_response(400, "ValidationException", "The provided model identifier is invalid.")
         try:
-            inner = base64.b64decode(
-                orjson.loads(raw)["input"]["invokeModel"]["body"], validate=True
-            )
+            inner = base64.b64decode(orjson.loads(raw)["input"]["invokeModel"]["body"], validate=True)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return error_response(400, "ValidationException", "Malformed CountTokens input")
         problem = self._body_problem(inner)
         if problem:
             return error_response(400, "ValidationException", problem)
-        return web.json_response(
-            {"inputTokens": COUNT_TOKENS}, headers={"x-amzn-RequestId": "fake-count"}
-        )
+        return web.json_response({"inputTokens": COUNT_TOKENS}, headers={"x-amzn-RequestId": "fake-count"})
 
 
 async def serve(host: str, port: int, default: str = "text") -> None:

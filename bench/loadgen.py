@@ -409,8 +409,9 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _closed_worker(spec: LoadSpec, conns: int, start: float, counters: Any, slot: int,
-                         result: WorkerResult) -> None:
+async def _closed_worker(
+    spec: LoadSpec, conns: int, start: float, counters: Any, slot: int, result: WorkerResult
+) -> None:
     measure_from = start + spec.warmup
     end = measure_from + spec.duration
     base = slot * _NCOUNTERS
@@ -447,8 +448,9 @@ async def _closed_worker(spec: LoadSpec, conns: int, start: float, counters: Any
     await asyncio.gather(*(one() for _ in range(conns)))
 
 
-def _record(parser: ResponseParser, result: WorkerResult, counters: Any, base: int,
-            measure_from: float, end: float) -> None:
+def _record(
+    parser: ResponseParser, result: WorkerResult, counters: Any, base: int, measure_from: float, end: float
+) -> None:
     counters[base + _DONE_I] += 1
     counters[base + _EV_I] += parser.events
     ok = parser.status == 200 and (not parser.sse or parser.events > 0)
@@ -470,8 +472,9 @@ def _record(parser: ResponseParser, result: WorkerResult, counters: Any, base: i
         result.events += parser.events
 
 
-async def _streams_worker(spec: LoadSpec, slot: int, procs: int, start: float, counters: Any,
-                          result: WorkerResult) -> None:
+async def _streams_worker(
+    spec: LoadSpec, slot: int, procs: int, start: float, counters: Any, result: WorkerResult
+) -> None:
     base = slot * _NCOUNTERS
     gaps = result.gaps if spec.collect_gaps else None
     active: set[ResponseParser] = set()
@@ -527,8 +530,15 @@ def raise_nofile(want: int) -> int:
     return soft
 
 
-def _worker_main(spec: LoadSpec, share: int, slot: int, procs: int, start: float, counters: Any,
-                 pipe: multiprocessing.connection.Connection) -> None:
+def _worker_main(
+    spec: LoadSpec,
+    share: int,
+    slot: int,
+    procs: int,
+    start: float,
+    counters: Any,
+    pipe: multiprocessing.connection.Connection,
+) -> None:
     try:
         import uvloop
 
@@ -536,8 +546,19 @@ def _worker_main(spec: LoadSpec, share: int, slot: int, procs: int, start: float
     except ImportError:  # pragma: no cover
         pass
     raise_nofile(share * 2 + 256)
-    result = WorkerResult(array("d"), array("d"), array("d"), array("d"), array("d"),
-                          events=0, errors=0, statuses={}, error_samples=[], cpu=0.0, window=0.0)
+    result = WorkerResult(
+        array("d"),
+        array("d"),
+        array("d"),
+        array("d"),
+        array("d"),
+        events=0,
+        errors=0,
+        statuses={},
+        error_samples=[],
+        cpu=0.0,
+        window=0.0,
+    )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -547,8 +568,7 @@ def _worker_main(spec: LoadSpec, share: int, slot: int, procs: int, start: float
         else:
             window_from, window_to = start, float("inf")
         if window_from > now():
-            loop.call_at(loop.time() + window_from - now(),
-                         lambda: marks.setdefault("cpu0", _cpu()))
+            loop.call_at(loop.time() + window_from - now(), lambda: marks.setdefault("cpu0", _cpu()))
         else:
             marks["cpu0"] = _cpu()
         if spec.mode == "closed":
@@ -558,7 +578,7 @@ def _worker_main(spec: LoadSpec, share: int, slot: int, procs: int, start: float
             await _streams_worker(spec, slot, procs, start, counters, result)
         marks.setdefault("cpu1", _cpu())
         result.cpu = marks["cpu1"] - marks.get("cpu0", marks["cpu1"])
-        result.window = (min(window_to, now()) - window_from)
+        result.window = min(window_to, now()) - window_from
 
     try:
         asyncio.run(main())
@@ -601,8 +621,9 @@ class LoadResult:
 Sampler = Callable[[float, int], dict[str, float] | None]
 
 
-def run_load(spec: LoadSpec, procs: int = 1, sampler: Sampler | None = None,
-             progress: bool = True, settle: float = 0.5) -> LoadResult:
+def run_load(
+    spec: LoadSpec, procs: int = 1, sampler: Sampler | None = None, progress: bool = True, settle: float = 0.5
+) -> LoadResult:
     """Run one phase in `procs` worker processes and merge their results.
 
     `sampler(t, open_streams)` is called about every 0.1 s while the phase runs (the
@@ -675,8 +696,9 @@ def run_load(spec: LoadSpec, procs: int = 1, sampler: Sampler | None = None,
     return merge(spec.label, results, peak_open, samples)
 
 
-def merge(label: str, results: list[WorkerResult], peak_open: int = 0,
-          samples: list[dict[str, float]] | None = None) -> LoadResult:
+def merge(
+    label: str, results: list[WorkerResult], peak_open: int = 0, samples: list[dict[str, float]] | None = None
+) -> LoadResult:
     statuses: dict[int, int] = {}
     for r in results:
         for code, count in r.statuses.items():

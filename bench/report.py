@@ -56,8 +56,7 @@ def _fmt(value: Any, unit: str = "") -> str:
         if unit.startswith("×"):
             return f"{value:.2f}×"
         magnitude = abs(value)
-        text = f"{value:,.0f}" if magnitude >= 1000 else f"{value:.3g}" if magnitude < 10 \
-            else f"{value:.1f}"
+        text = f"{value:,.0f}" if magnitude >= 1000 else f"{value:.3g}" if magnitude < 10 else f"{value:.1f}"
         return f"{text} {unit}".strip()
     return f"{value} {unit}".strip()
 
@@ -118,30 +117,48 @@ def _phase_lines(scenario: dict[str, Any]) -> list[str]:
         if not any("requests" in v for v in by.values()):
             continue
         gaps = any("gap_ms" in v for v in by.values())
-        head = ["endpoint", "req", "req/s", "events/s", "p50 ms", "p99 ms", "TTFB p50 ms",
-                "TTFB p99 ms", "errors", "loadgen cores", "gateway cores", "PostgreSQL cores",
-                "fake cores", "other load cores"]
+        head = [
+            "endpoint",
+            "req",
+            "req/s",
+            "events/s",
+            "p50 ms",
+            "p99 ms",
+            "TTFB p50 ms",
+            "TTFB p99 ms",
+            "errors",
+            "loadgen cores",
+            "gateway cores",
+            "PostgreSQL cores",
+            "fake cores",
+            "other load cores",
+        ]
         if gaps:
             head += ["gap p50 ms", "gap p99 ms", "gap max ms", "stalls"]
-        lines += ["", f"**{group}**", "", "| " + " | ".join(head) + " |",
-                  "|" + "---|" * len(head)]
+        lines += ["", f"**{group}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for endpoint, s in by.items():
             ttfb = s.get("first_event_ms") or s.get("ttfb_ms") or {}
             lat = s.get("latency_ms", {})
             fakes = [s.get(k) for k in ("fake_cpu_cores", "fake_bedrock_cpu_cores")]
             cells = [
-                endpoint, str(s.get("requests")), _fmt(s.get("requests_per_s")),
-                _fmt(s.get("events_per_s")), _fmt(lat.get("p50")), _fmt(lat.get("p99")),
-                _fmt(ttfb.get("p50")), _fmt(ttfb.get("p99")), str(s.get("errors")),
-                _fmt(s.get("loadgen_cpu_cores")), _fmt(s.get("gateway_cpu_cores")),
+                endpoint,
+                str(s.get("requests")),
+                _fmt(s.get("requests_per_s")),
+                _fmt(s.get("events_per_s")),
+                _fmt(lat.get("p50")),
+                _fmt(lat.get("p99")),
+                _fmt(ttfb.get("p50")),
+                _fmt(ttfb.get("p99")),
+                str(s.get("errors")),
+                _fmt(s.get("loadgen_cpu_cores")),
+                _fmt(s.get("gateway_cpu_cores")),
                 _fmt(s.get("postgres_cpu_cores")),
                 " + ".join(_fmt(f) for f in fakes if f) or "—",
                 _fmt(s.get("other_cpu_cores")),
             ]
             if gaps:
                 gap = s.get("gap_ms", {})
-                cells += [_fmt(gap.get("p50")), _fmt(gap.get("p99")), _fmt(gap.get("max")),
-                          str(s.get("stalls", "—"))]
+                cells += [_fmt(gap.get("p50")), _fmt(gap.get("p99")), _fmt(gap.get("max")), str(s.get("stalls", "—"))]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -155,13 +172,20 @@ def _summaries(node: Any) -> list[dict[str, Any]]:
 
 
 def _other_load(report: dict[str, Any]) -> list[str]:
-    others = [s["other_cpu_cores"] for scenario in report["scenarios"]
-              for s in _summaries(scenario.get("phases", {})) if s.get("other_cpu_cores")]
+    others = [
+        s["other_cpu_cores"]
+        for scenario in report["scenarios"]
+        for s in _summaries(scenario.get("phases", {}))
+        if s.get("other_cpu_cores")
+    ]
     if not others:
         return []
-    return [f"Other load on the machine during the load phases (CPU not used by the bench, "
-            f"its fakes or the gateway): mean {sum(others) / len(others):.2f} cores, max "
-            f"{max(others):.2f} cores of {report['machine']['cores']}.", ""]
+    return [
+        f"Other load on the machine during the load phases (CPU not used by the bench, "
+        f"its fakes or the gateway): mean {sum(others) / len(others):.2f} cores, max "
+        f"{max(others):.2f} cores of {report['machine']['cores']}.",
+        "",
+    ]
 
 
 def markdown(report: dict[str, Any], plot_prefix: str = "", details: bool = True) -> str:
@@ -190,13 +214,11 @@ def markdown(report: dict[str, Any], plot_prefix: str = "", details: bool = True
         lines += [f"![{name}]({plot_prefix}{p})" for name, p in plots]
     if details:
         for scenario in report["scenarios"]:
-            lines += ["", f"## {scenario['name']} ({scenario['status']}, "
-                      f"{scenario.get('seconds', 0):.0f} s)"]
+            lines += ["", f"## {scenario['name']} ({scenario['status']}, {scenario.get('seconds', 0):.0f} s)"]
             if scenario.get("reason"):
                 lines += ["", str(scenario["reason"])]
             if scenario.get("params"):
-                lines += ["", "Parameters: " + ", ".join(
-                    f"{k}={v}" for k, v in scenario["params"].items())]
+                lines += ["", "Parameters: " + ", ".join(f"{k}={v}" for k, v in scenario["params"].items())]
             lines += _phase_lines(scenario)
     return "\n".join(lines) + "\n"
 
@@ -216,8 +238,7 @@ def _pyplot() -> Any:
 def _cdf(ax: Any, series: dict[str, list[float]], title: str, xlabel: str) -> None:
     for name, points in series.items():
         if points:
-            ys = [i / (len(points) - 1) * 100 for i in range(len(points))] if len(points) > 1 \
-                else [100.0]
+            ys = [i / (len(points) - 1) * 100 for i in range(len(points))] if len(points) > 1 else [100.0]
             ax.plot(points, ys, label=name, linewidth=1.2)
     ax.set_xscale("log")
     ax.set_title(title, fontsize=9)
@@ -231,11 +252,9 @@ def _cdf(ax: Any, series: dict[str, list[float]], title: str, xlabel: str) -> No
 
 def _bars(ax: Any, values: dict[str, float], title: str, ylabel: str) -> None:
     names = list(values)
-    ax.bar(names, [values[n] or 0 for n in names], color=["#888", "#1f77b4", "#ff7f0e",
-                                                            "#2ca02c"][: len(names)])
+    ax.bar(names, [values[n] or 0 for n in names], color=["#888", "#1f77b4", "#ff7f0e", "#2ca02c"][: len(names)])
     for i, n in enumerate(names):
-        ax.annotate(f"{values[n] or 0:,.0f}", (i, values[n] or 0), ha="center",
-                    va="bottom", fontsize=7)
+        ax.annotate(f"{values[n] or 0:,.0f}", (i, values[n] or 0), ha="center", va="bottom", fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
@@ -258,8 +277,7 @@ def plot(scenario: dict[str, Any], out: Path) -> list[str]:
         axes = axes if len(data["bars"]) > 1 else [axes]
         for ax, (mode, values) in zip(axes, data["bars"].items(), strict=True):
             stream = mode == "stream"
-            _bars(ax, values, f"{scenario['name']} {mode}",
-                  "events/s" if stream else "requests/s")
+            _bars(ax, values, f"{scenario['name']} {mode}", "events/s" if stream else "requests/s")
     elif kind == "claude-code":
         fig, axes = plt.subplots(1, 2, figsize=(8, 3))
         _cdf(axes[0], data["gap_cdf_ms"], "inter-event gap", "ms")
@@ -269,8 +287,9 @@ def plot(scenario: dict[str, Any], out: Path) -> list[str]:
             if series:
                 ax.plot([s[0] for s in series], [s[2] for s in series], label=f"{proxy} RSS MB")
                 twin = ax.twinx()
-                twin.plot([s[0] for s in series], [s[1] for s in series], color="#999",
-                          linewidth=0.8, label="open streams")
+                twin.plot(
+                    [s[0] for s in series], [s[1] for s in series], color="#999", linewidth=0.8, label="open streams"
+                )
                 twin.set_ylabel("open streams", fontsize=8)
                 twin.tick_params(labelsize=7)
         ax.set_title("gateway RSS while streams are open", fontsize=9)
@@ -296,8 +315,7 @@ def write(report: dict[str, Any], out: Path) -> None:
         except Exception as exc:  # a plot must not lose the numbers
             scenario["plots"] = []
             scenario.setdefault("notes", []).append(f"plot failed: {exc}")
-    (out / "report.json").write_bytes(
-        orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     (out / "report.md").write_text(markdown(report))
 
 
@@ -312,10 +330,13 @@ def write_results_md(report: dict[str, Any], out: Path, path: Path) -> None:
             shutil.copy2(out / name, plots_dir / name)
     shutil.copy2(out / "report.json", plots_dir / "report.json")
     text = markdown(report, plot_prefix="results-latest/", details=True)
-    text = text.replace("# ClaudeCodeProxy bench results",
-                        "# ClaudeCodeProxy bench results\n\n"
-                        "Generated by `python -m bench all --results-md bench/RESULTS.md`; "
-                        "do not edit by hand.", 1)
+    text = text.replace(
+        "# ClaudeCodeProxy bench results",
+        "# ClaudeCodeProxy bench results\n\n"
+        "Generated by `python -m bench all --results-md bench/RESULTS.md`; "
+        "do not edit by hand.",
+        1,
+    )
     path.write_text(text)
 
 
@@ -324,8 +345,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for scenario in report["scenarios"]:
         if scenario["status"] != "ok":
-            lines.append(f"{scenario['name']}: {scenario['status']} — "
-                         f"{str(scenario.get('reason', '')).splitlines()[0][:200]}")
+            lines.append(
+                f"{scenario['name']}: {scenario['status']} — {str(scenario.get('reason', '')).splitlines()[0][:200]}"
+            )
             continue
         lines.extend(
             f"{scenario['name']}: {row['name']}: {_fmt(row.get('value'), row.get('unit', ''))}"

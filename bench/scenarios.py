@@ -134,8 +134,15 @@ def measure(
     proxy is the one the target is judged on. `key` names a TARGETS entry (or None: info)."""
     proxy = next(iter(values), None)
     value = values.get(proxy) if proxy else None
-    row: dict[str, Any] = {"name": name, "unit": unit, "values": values, "value": value,
-                           "direct": direct, "target": None, "pass": None}
+    row: dict[str, Any] = {
+        "name": name,
+        "unit": unit,
+        "values": values,
+        "value": value,
+        "direct": direct,
+        "target": None,
+        "pass": None,
+    }
     if ratio_of is not None:
         row["ratio_of"] = ratio_of
     if key is not None:
@@ -189,13 +196,17 @@ def cli_available() -> bool:
     return importlib.util.find_spec("gateway.cli") is not None
 
 
-def _http(endpoint: Endpoint, path: str, method: str = "GET", body: bytes = b"",
-          headers: dict[str, str] | None = None, limit: float = 5.0) -> loadgen.ResponseParser:
+def _http(
+    endpoint: Endpoint,
+    path: str,
+    method: str = "GET",
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    limit: float = 5.0,
+) -> loadgen.ResponseParser:
     import asyncio
 
-    return asyncio.run(
-        loadgen.fetch(endpoint, body, headers or {}, limit=limit, path=path, method=method)
-    )
+    return asyncio.run(loadgen.fetch(endpoint, body, headers or {}, limit=limit, path=path, method=method))
 
 
 class ProcTree:
@@ -241,8 +252,7 @@ class ProcTree:
         return out
 
     @staticmethod
-    def cpu_delta(before: dict[int, tuple[str, float]],
-                  after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
         totals = {"gateway": 0.0, "postgres": 0.0}
         for pid, (kind, seconds) in after.items():
             earlier = before.get(pid)
@@ -296,13 +306,18 @@ class Stack:
 
     # -- helpers
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-               ) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         path = self.work / f"{name}.log"
         self.logs[name] = path
         with open(path, "wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    cwd=REPO, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+            )
         self.procs.append((name, proc))
         return proc
 
@@ -312,8 +327,7 @@ class Stack:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def _wait_http(self, name: str, proc: subprocess.Popen[bytes], endpoint: Endpoint,
-                   path: str, limit: float) -> None:
+    def _wait_http(self, name: str, proc: subprocess.Popen[bytes], endpoint: Endpoint, path: str, limit: float) -> None:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -345,8 +359,7 @@ class Stack:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fake anthropic did not start:\n"
-                                       f"{self.log_tail('fake_anthropic')}") from None
+                    raise RuntimeError(f"fake anthropic did not start:\n{self.log_tail('fake_anthropic')}") from None
                 time.sleep(0.05)
         self.direct = endpoint
         self.fake_pid = proc.pid
@@ -356,9 +369,13 @@ class Stack:
         """Make the fake answer `scenario` to requests without `x-fake-scenario` (the gateway
         does not forward that header)."""
         assert self.direct is not None
-        response = _http(self.direct, "/_fake/default", "POST",
-                         orjson.dumps({"scenario": scenario}),
-                         {"content-type": "application/json"})
+        response = _http(
+            self.direct,
+            "/_fake/default",
+            "POST",
+            orjson.dumps({"scenario": scenario}),
+            {"content-type": "application/json"},
+        )
         if response.status != 200:
             raise RuntimeError(f"fake: POST /_fake/default → {response.status}")
 
@@ -366,8 +383,9 @@ class Stack:
         if self.bedrock is not None:
             return self.bedrock
         port = free_port()
-        proc = self._spawn("fake_bedrock", [sys.executable, "-m", "bench.fake_bedrock",
-                                            "--port", str(port), "--default", "events:200"])
+        proc = self._spawn(
+            "fake_bedrock", [sys.executable, "-m", "bench.fake_bedrock", "--port", str(port), "--default", "events:200"]
+        )
         endpoint = Endpoint("fake_bedrock", "127.0.0.1", port)
         deadline = time.monotonic() + 20
         while True:
@@ -376,8 +394,7 @@ class Stack:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fake bedrock did not start:\n"
-                                       f"{self.log_tail('fake_bedrock')}") from None
+                    raise RuntimeError(f"fake bedrock did not start:\n{self.log_tail('fake_bedrock')}") from None
                 time.sleep(0.05)
         self.bedrock = endpoint
         self.fake_bedrock_pid = proc.pid
@@ -396,14 +413,27 @@ class Stack:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         return env
 
-    def cli(self, *args: str, check: bool = True, stdin: str = "",
-            ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(_cli_command(*args), env=self.gateway_env(), cwd=REPO,
-                                input=stdin, capture_output=True, text=True, timeout=120,
-                                check=False)
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        stdin: str = "",
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            _cli_command(*args),
+            env=self.gateway_env(),
+            cwd=REPO,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"ccproxy {' '.join(args)} → exit {result.returncode}: "
-                               f"{(result.stderr or result.stdout).strip()[-800:]}")
+            raise RuntimeError(
+                f"ccproxy {' '.join(args)} → exit {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-800:]}"
+            )
         return result
 
     @staticmethod
@@ -440,20 +470,20 @@ class Stack:
             self.gateway = Endpoint.from_url("target", self.options.target)
             if self.options.target_pid:
                 self.gateway_tree = ProcTree(self.options.target_pid)
-            self.compare = [Endpoint.from_url(f"compare{i + 1}", url)
-                            for i, url in enumerate(self.options.compare)]
+            self.compare = [Endpoint.from_url(f"compare{i + 1}", url) for i, url in enumerate(self.options.compare)]
             return self.gateway
         if not cli_available():
-            self._gateway_failed = ("gateway not available: gateway/cli.py is missing "
-                                    "(`ccproxy serve` lands with the gateway); use --target URL")
+            self._gateway_failed = (
+                "gateway not available: gateway/cli.py is missing "
+                "(`ccproxy serve` lands with the gateway); use --target URL"
+            )
             raise Skip(self._gateway_failed)
         if (REPO / "bench" / "fake_bedrock.py").exists():
             with contextlib.suppress(RuntimeError):
                 self.start_fake_bedrock()
         port = free_port()
         t0 = time.monotonic()
-        proc = self._spawn("gateway", _cli_command("serve", "--port", str(port)),
-                           env=self.gateway_env())
+        proc = self._spawn("gateway", _cli_command("serve", "--port", str(port)), env=self.gateway_env())
         health = Endpoint("gateway", "127.0.0.1", port)
         self._wait_http("gateway", proc, health, "/health", 120)
         startup_s = time.monotonic() - t0
@@ -462,18 +492,20 @@ class Stack:
         issued = self._json(self.cli("keys", "issue", "--user", "bench", "--json").stdout)
         key = str(issued["key"])
         self.gateway = Endpoint("gateway", "127.0.0.1", port, f"/ak/{key}")
-        self.compare = [Endpoint.from_url(f"compare{i + 1}", url)
-                        for i, url in enumerate(self.options.compare)]
+        self.compare = [Endpoint.from_url(f"compare{i + 1}", url) for i, url in enumerate(self.options.compare)]
         self._warm(self.gateway, PLAN_CREDENTIAL)
         time.sleep(0.5)
         rss = self.gateway_tree.rss()
-        self.gateway_info = {"pid": proc.pid, "port": port, "startup_s": startup_s,
-                             "idle_rss_bytes": rss["gateway"],
-                             "idle_postgres_rss_bytes": rss["postgres"]}
+        self.gateway_info = {
+            "pid": proc.pid,
+            "port": port,
+            "startup_s": startup_s,
+            "idle_rss_bytes": rss["gateway"],
+            "idle_postgres_rss_bytes": rss["postgres"],
+        }
         return self.gateway
 
-    def _warm(self, endpoint: Endpoint, credential: str, limit: float = 20.0,
-              default: str = "text") -> None:
+    def _warm(self, endpoint: Endpoint, credential: str, limit: float = 20.0, default: str = "text") -> None:
         """Send a request until it answers 200 (the key cache may learn the key late)."""
         self.set_default(default)
         body = request_body(stream=False)
@@ -481,8 +513,7 @@ class Stack:
         last = ""
         while time.monotonic() < deadline:
             try:
-                response = _http(endpoint, "/v1/messages", "POST", body,
-                                 request_headers(credential, None), limit=10)
+                response = _http(endpoint, "/v1/messages", "POST", body, request_headers(credential, None), limit=10)
                 if response.status == 200:
                     return
                 last = f"HTTP {response.status}: {bytes(response.body[:300])!r}"
@@ -529,12 +560,11 @@ def request_body(stream: bool, pad_bytes: int = 0) -> bytes:
     """A Messages API request; `pad_bytes` grows it like a Claude Code conversation."""
     messages: list[dict[str, Any]] = []
     if pad_bytes:
-        filler = ("The quick brown fox jumps over the lazy dog. " * (pad_bytes // 45 + 1))
+        filler = "The quick brown fox jumps over the lazy dog. " * (pad_bytes // 45 + 1)
         messages.append({"role": "user", "content": filler[:pad_bytes]})
         messages.append({"role": "assistant", "content": "Noted."})
     messages.append({"role": "user", "content": "Say hello."})
-    return orjson.dumps({"model": MODEL, "max_tokens": 1024, "stream": stream,
-                         "messages": messages})
+    return orjson.dumps({"model": MODEL, "max_tokens": 1024, "stream": stream, "messages": messages})
 
 
 def request_headers(credential: str, scenario: str | None) -> dict[str, str]:
@@ -566,8 +596,7 @@ class CpuWindow:
 
     def __init__(self, stack: Stack, measured: Endpoint, start: float, end: float) -> None:
         gateway = stack.gateway
-        same = gateway is not None and (measured.host, measured.port) == (gateway.host,
-                                                                         gateway.port)
+        same = gateway is not None and (measured.host, measured.port) == (gateway.host, gateway.port)
         self.tree = stack.gateway_tree if same else None
         self.fakes = {"fake": stack.fake_pid, "fake_bedrock": stack.fake_bedrock_pid}
         self.start, self.end = start, end
@@ -610,20 +639,42 @@ class CpuWindow:
         return out
 
 
-def run_phase(stack: Stack, endpoint: Endpoint, label: str, fake_scenario: str, *, stream: bool,
-              concurrency: int, duration: float, warmup: float, credential: str = PLAN_CREDENTIAL,
-              pad_bytes: int = 0, mode: str = "closed", ramp: float = 0.0,
-              collect_gaps: bool = False, timeout: float = 60.0,
-              sampler: loadgen.Sampler | None = None) -> tuple[LoadResult, dict[str, Any]]:
+def run_phase(
+    stack: Stack,
+    endpoint: Endpoint,
+    label: str,
+    fake_scenario: str,
+    *,
+    stream: bool,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    credential: str = PLAN_CREDENTIAL,
+    pad_bytes: int = 0,
+    mode: str = "closed",
+    ramp: float = 0.0,
+    collect_gaps: bool = False,
+    timeout: float = 60.0,
+    sampler: loadgen.Sampler | None = None,
+) -> tuple[LoadResult, dict[str, Any]]:
     """Run one load phase against `endpoint`; returns its result and summary."""
     stack.set_default(fake_scenario)
     headers = request_headers(credential, fake_scenario)
     raw = loadgen.build_request(endpoint, request_body(stream, pad_bytes), headers)
-    spec = LoadSpec(endpoint, raw, stream, concurrency, duration=duration, warmup=warmup,
-                    mode=mode, ramp=ramp, timeout=timeout, collect_gaps=collect_gaps,
-                    label=f"{label} {endpoint.name}")
-    cpu = CpuWindow(stack, endpoint, warmup,
-                    warmup + duration if mode == "closed" else float("inf"))
+    spec = LoadSpec(
+        endpoint,
+        raw,
+        stream,
+        concurrency,
+        duration=duration,
+        warmup=warmup,
+        mode=mode,
+        ramp=ramp,
+        timeout=timeout,
+        collect_gaps=collect_gaps,
+        label=f"{label} {endpoint.name}",
+    )
+    cpu = CpuWindow(stack, endpoint, warmup, warmup + duration if mode == "closed" else float("inf"))
 
     def sample(t: float, open_streams: int) -> dict[str, float] | None:
         cpu(t, open_streams)
@@ -648,8 +699,7 @@ def combine(results: list[LoadResult]) -> LoadResult:
         requests=sum(r.requests for r in results),
         events=sum(r.events for r in results),
         errors=sum(r.errors for r in results),
-        statuses={k: sum(r.statuses.get(k, 0) for r in results)
-                  for k in {k for r in results for k in r.statuses}},
+        statuses={k: sum(r.statuses.get(k, 0) for r in results) for k in {k for r in results for k in r.statuses}},
         error_samples=[s for r in results for s in r.error_samples][:5],
         loadgen_cpu=sum(r.loadgen_cpu for r in results),
         window=sum(r.window for r in results),
@@ -677,17 +727,23 @@ def summarize(results: list[LoadResult], cores: list[dict[str, float | None]]) -
         extra["postgres_cpu_us_per_request"] = pg_cores / result.rps * 1e6
     machine_cores = extra.get("machine_cpu_cores")
     if machine_cores is not None and result.window:
-        ours = sum(extra.get(k) or 0.0 for k in ("gateway_cpu_cores", "postgres_cpu_cores",
-                                                  "fake_cpu_cores", "fake_bedrock_cpu_cores"))
+        ours = sum(
+            extra.get(k) or 0.0
+            for k in ("gateway_cpu_cores", "postgres_cpu_cores", "fake_cpu_cores", "fake_bedrock_cpu_cores")
+        )
         # what else ran on the machine meanwhile (a shared machine's noise, made visible)
-        extra["other_cpu_cores"] = max(0.0, machine_cores - ours
-                                       - result.loadgen_cpu / result.window)
+        extra["other_cpu_cores"] = max(0.0, machine_cores - ours - result.loadgen_cpu / result.window)
     return phase_summary(result, extra)
 
 
-def run_rounds(stack: Stack, endpoints: list[Endpoint], rounds: int, label: str,
-               fake_scenario: str | Callable[[Endpoint], str], **kwargs: Any,
-               ) -> tuple[dict[str, dict[str, Any]], dict[str, LoadResult]]:
+def run_rounds(
+    stack: Stack,
+    endpoints: list[Endpoint],
+    rounds: int,
+    label: str,
+    fake_scenario: str | Callable[[Endpoint], str],
+    **kwargs: Any,
+) -> tuple[dict[str, dict[str, Any]], dict[str, LoadResult]]:
     """Alternate the endpoints' phases `rounds` times (so drift and other load on the
     machine hit every side alike); one summary and one merged result per endpoint."""
     raw: dict[str, list[LoadResult]] = {e.name: [] for e in endpoints}
@@ -697,8 +753,7 @@ def run_rounds(stack: Stack, endpoints: list[Endpoint], rounds: int, label: str,
             scenario = fake_scenario(endpoint) if callable(fake_scenario) else fake_scenario
             result, summary = run_phase(stack, endpoint, label, scenario, **kwargs)
             raw[endpoint.name].append(result)
-            cores[endpoint.name].append({k: summary.get(k) for k in summary
-                                         if k.endswith("_cpu_cores")})
+            cores[endpoint.name].append({k: summary.get(k) for k in summary if k.endswith("_cpu_cores")})
     summaries = {name: summarize(raw[name], cores[name]) for name in raw}
     return summaries, {name: combine(results) for name, results in raw.items()}
 
@@ -722,13 +777,19 @@ def scenario_overhead(stack: Stack) -> dict[str, Any]:
     endpoints = [direct, *stack.proxies()]
     phases: dict[str, dict[str, Any]] = {}
     plots: dict[str, Any] = {}
-    for mode, fake_scenario, stream in (("nonstream", "text", False),
-                                        ("stream", "events:20", True)):
+    for mode, fake_scenario, stream in (("nonstream", "text", False), ("stream", "events:20", True)):
         phases[mode], merged = run_rounds(
-            stack, endpoints, rounds, f"overhead {mode}", fake_scenario, stream=stream,
-            concurrency=1, duration=seconds, warmup=0.2)
-        plots[mode] = {name: cdf_points(r.first_event if stream else r.latency)
-                       for name, r in merged.items()}
+            stack,
+            endpoints,
+            rounds,
+            f"overhead {mode}",
+            fake_scenario,
+            stream=stream,
+            concurrency=1,
+            duration=seconds,
+            warmup=0.2,
+        )
+        plots[mode] = {name: cdf_points(r.first_event if stream else r.latency) for name, r in merged.items()}
     d_ns, d_s = phases["nonstream"]["direct"], phases["stream"]["direct"]
     proxies = [e.name for e in stack.proxies()]
 
@@ -737,36 +798,80 @@ def scenario_overhead(stack: Stack) -> dict[str, Any]:
         return {p: _added(phases[mode][p].get(field), base, q) for p in proxies}
 
     measures = [
-        measure("added latency, non-streaming, p50", "added_latency_p50",
-                added("nonstream", "latency_ms", "p50"), "ms",
-                direct=d_ns["latency_ms"]["p50"]),
-        measure("added latency, non-streaming, p90", None,
-                added("nonstream", "latency_ms", "p90"), "ms",
-                direct=d_ns["latency_ms"]["p90"]),
-        measure("added latency, non-streaming, p99", "added_latency_p99",
-                added("nonstream", "latency_ms", "p99"), "ms",
-                direct=d_ns["latency_ms"]["p99"]),
-        measure("added TTFB (first event), streaming, p50", "added_ttfb_p50",
-                added("stream", "first_event_ms", "p50"), "ms",
-                direct=d_s["first_event_ms"]["p50"]),
-        measure("added TTFB (first event), streaming, p90", None,
-                added("stream", "first_event_ms", "p90"), "ms",
-                direct=d_s["first_event_ms"]["p90"]),
-        measure("added TTFB (first event), streaming, p99", None,
-                added("stream", "first_event_ms", "p99"), "ms",
-                direct=d_s["first_event_ms"]["p99"]),
-        measure("added latency, streaming (20 events), p50", None,
-                added("stream", "latency_ms", "p50"), "ms", direct=d_s["latency_ms"]["p50"]),
-        measure("added latency, streaming (20 events), p99", None,
-                added("stream", "latency_ms", "p99"), "ms", direct=d_s["latency_ms"]["p99"]),
-        measure("errors", "errors",
-                {p: float(phases["nonstream"][p]["errors"] + phases["stream"][p]["errors"])
-                 for p in proxies}),
+        measure(
+            "added latency, non-streaming, p50",
+            "added_latency_p50",
+            added("nonstream", "latency_ms", "p50"),
+            "ms",
+            direct=d_ns["latency_ms"]["p50"],
+        ),
+        measure(
+            "added latency, non-streaming, p90",
+            None,
+            added("nonstream", "latency_ms", "p90"),
+            "ms",
+            direct=d_ns["latency_ms"]["p90"],
+        ),
+        measure(
+            "added latency, non-streaming, p99",
+            "added_latency_p99",
+            added("nonstream", "latency_ms", "p99"),
+            "ms",
+            direct=d_ns["latency_ms"]["p99"],
+        ),
+        measure(
+            "added TTFB (first event), streaming, p50",
+            "added_ttfb_p50",
+            added("stream", "first_event_ms", "p50"),
+            "ms",
+            direct=d_s["first_event_ms"]["p50"],
+        ),
+        measure(
+            "added TTFB (first event), streaming, p90",
+            None,
+            added("stream", "first_event_ms", "p90"),
+            "ms",
+            direct=d_s["first_event_ms"]["p90"],
+        ),
+        measure(
+            "added TTFB (first event), streaming, p99",
+            None,
+            added("stream", "first_event_ms", "p99"),
+            "ms",
+            direct=d_s["first_event_ms"]["p99"],
+        ),
+        measure(
+            "added latency, streaming (20 events), p50",
+            None,
+            added("stream", "latency_ms", "p50"),
+            "ms",
+            direct=d_s["latency_ms"]["p50"],
+        ),
+        measure(
+            "added latency, streaming (20 events), p99",
+            None,
+            added("stream", "latency_ms", "p99"),
+            "ms",
+            direct=d_s["latency_ms"]["p99"],
+        ),
+        measure(
+            "errors",
+            "errors",
+            {p: float(phases["nonstream"][p]["errors"] + phases["stream"][p]["errors"]) for p in proxies},
+        ),
     ]
-    return {"measures": measures, "phases": phases,
-            "plot_data": {"kind": "overhead", "cdf_ms": plots},
-            "params": {"concurrency": 1, "rounds": rounds, "seconds_per_round": seconds,
-                       "nonstream_scenario": "text", "stream_scenario": "events:20"}}
+    return {
+        "measures": measures,
+        "phases": phases,
+        "plot_data": {"kind": "overhead", "cdf_ms": plots},
+        "params": {
+            "concurrency": 1,
+            "rounds": rounds,
+            "seconds_per_round": seconds,
+            "nonstream_scenario": "text",
+            "stream_scenario": "events:20",
+        },
+    }
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -786,8 +891,7 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
     stack.ensure_gateway()
     credential = PLAN_CREDENTIAL
     proxies = stack.proxies()
-    modes: tuple[tuple[str, str, bool], ...] = (("nonstream", "text", False),
-                                                ("stream", "events:200", True))
+    modes: tuple[tuple[str, str, bool], ...] = (("nonstream", "text", False), ("stream", "events:200", True))
     if bedrock:
         proxies = [prepare_bedrock(stack)]
         credential = BEDROCK_PLAN_CREDENTIAL
@@ -803,9 +907,17 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
 
             label = f"{'bedrock' if bedrock else 'throughput'} {mode}"
             phases[mode], _ = run_rounds(
-                stack, [direct, *proxies], rounds, label, default, stream=stream,
-                concurrency=concurrency, duration=seconds / rounds, warmup=warmup,
-                credential=credential)
+                stack,
+                [direct, *proxies],
+                rounds,
+                label,
+                default,
+                stream=stream,
+                concurrency=concurrency,
+                duration=seconds / rounds,
+                warmup=warmup,
+                credential=credential,
+            )
     finally:
         if bedrock:
             stack.set_default("text")
@@ -814,46 +926,87 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
     if not bedrock:
         ns = phases["nonstream"]
         measures += [
-            measure(f"requests/s non-streaming c={concurrency} (× direct)",
-                    "nonstream_rps_ratio",
-                    {p: _ratio(ns[p]["requests_per_s"], ns["direct"]["requests_per_s"])
-                     for p in names}, direct=1.0),
-            measure("requests/s non-streaming", None,
-                    {p: ns[p]["requests_per_s"] for p in names}, "req/s",
-                    direct=ns["direct"]["requests_per_s"]),
-            measure("gateway CPU per plan request", "cpu_per_request",
-                    {p: ns[p].get("gateway_cpu_us_per_request") for p in names}, "µs"),
-            measure("PostgreSQL CPU per plan request", None,
-                    {p: ns[p].get("postgres_cpu_us_per_request") for p in names}, "µs"),
+            measure(
+                f"requests/s non-streaming c={concurrency} (× direct)",
+                "nonstream_rps_ratio",
+                {p: _ratio(ns[p]["requests_per_s"], ns["direct"]["requests_per_s"]) for p in names},
+                direct=1.0,
+            ),
+            measure(
+                "requests/s non-streaming",
+                None,
+                {p: ns[p]["requests_per_s"] for p in names},
+                "req/s",
+                direct=ns["direct"]["requests_per_s"],
+            ),
+            measure(
+                "gateway CPU per plan request",
+                "cpu_per_request",
+                {p: ns[p].get("gateway_cpu_us_per_request") for p in names},
+                "µs",
+            ),
+            measure(
+                "PostgreSQL CPU per plan request",
+                None,
+                {p: ns[p].get("postgres_cpu_us_per_request") for p in names},
+                "µs",
+            ),
         ]
     st = phases["stream"]
     prefix = "Bedrock " if bedrock else ""
     measures += [
-        measure(f"{prefix}events/s, 200-event streams c={concurrency} (× direct)",
-                None if bedrock else "stream_eps_ratio",
-                {p: _ratio(st[p]["events_per_s"], st["direct"]["events_per_s"]) for p in names},
-                "× direct", direct=1.0),
-        measure(f"{prefix}events/s, 200-event streams", None,
-                {p: st[p]["events_per_s"] for p in names}, "events/s",
-                direct=st["direct"]["events_per_s"]),
-        measure(f"{prefix}streams/s", None, {p: st[p]["requests_per_s"] for p in names},
-                "req/s", direct=st["direct"]["requests_per_s"]),
-        measure(f"gateway CPU per relayed {prefix}event",
-                "bedrock_cpu_per_event" if bedrock else "cpu_per_event",
-                {p: st[p].get("gateway_cpu_us_per_event") for p in names}, "µs"),
-        measure("load generator CPU (cores), proxied / direct", None,
-                {p: max(phases[m][p]["loadgen_cpu_cores"] or 0 for m in phases) for p in names},
-                "cores",
-                direct=max(phases[m]["direct"]["loadgen_cpu_cores"] or 0 for m in phases)),
-        measure("errors", "errors",
-                {p: float(sum(phases[m][p]["errors"] for m in phases)) for p in names}),
+        measure(
+            f"{prefix}events/s, 200-event streams c={concurrency} (× direct)",
+            None if bedrock else "stream_eps_ratio",
+            {p: _ratio(st[p]["events_per_s"], st["direct"]["events_per_s"]) for p in names},
+            "× direct",
+            direct=1.0,
+        ),
+        measure(
+            f"{prefix}events/s, 200-event streams",
+            None,
+            {p: st[p]["events_per_s"] for p in names},
+            "events/s",
+            direct=st["direct"]["events_per_s"],
+        ),
+        measure(
+            f"{prefix}streams/s",
+            None,
+            {p: st[p]["requests_per_s"] for p in names},
+            "req/s",
+            direct=st["direct"]["requests_per_s"],
+        ),
+        measure(
+            f"gateway CPU per relayed {prefix}event",
+            "bedrock_cpu_per_event" if bedrock else "cpu_per_event",
+            {p: st[p].get("gateway_cpu_us_per_event") for p in names},
+            "µs",
+        ),
+        measure(
+            "load generator CPU (cores), proxied / direct",
+            None,
+            {p: max(phases[m][p]["loadgen_cpu_cores"] or 0 for m in phases) for p in names},
+            "cores",
+            direct=max(phases[m]["direct"]["loadgen_cpu_cores"] or 0 for m in phases),
+        ),
+        measure("errors", "errors", {p: float(sum(phases[m][p]["errors"] for m in phases)) for p in names}),
     ]
-    bars = {mode: {name: (s["events_per_s"] if mode == "stream" else s["requests_per_s"])
-                   for name, s in by.items()} for mode, by in phases.items()}
-    return {"measures": measures, "phases": phases,
-            "plot_data": {"kind": "throughput", "bars": bars},
-            "params": {"concurrency": concurrency, "seconds": seconds, "rounds": rounds,
-                       "warmup_s_per_round": warmup, "procs": stack.options.procs}}
+    bars = {
+        mode: {name: (s["events_per_s"] if mode == "stream" else s["requests_per_s"]) for name, s in by.items()}
+        for mode, by in phases.items()
+    }
+    return {
+        "measures": measures,
+        "phases": phases,
+        "plot_data": {"kind": "throughput", "bars": bars},
+        "params": {
+            "concurrency": concurrency,
+            "seconds": seconds,
+            "rounds": rounds,
+            "warmup_s_per_round": warmup,
+            "procs": stack.options.procs,
+        },
+    }
 
 
 def prepare_bedrock(stack: Stack) -> Endpoint:
@@ -873,11 +1026,9 @@ def prepare_bedrock(stack: Stack) -> Endpoint:
     stack.cli("users", "create", "bench-bedrock", "--json")
     issued = Stack._json(stack.cli("keys", "issue", "--user", "bench-bedrock", "--json").stdout)
     # `ccproxy keys bedrock-key KEY_ID` reads the Bedrock API key from stdin
-    stack.cli("keys", "bedrock-key", str(issued["id"]), "--json",
-              stdin=FAKE_BEDROCK_API_KEY + "\n")
+    stack.cli("keys", "bedrock-key", str(issued["id"]), "--json", stdin=FAKE_BEDROCK_API_KEY + "\n")
     assert stack.gateway is not None
-    endpoint = Endpoint("gateway", stack.gateway.host, stack.gateway.port,
-                        f"/ak/{issued['key']}")
+    endpoint = Endpoint("gateway", stack.gateway.host, stack.gateway.port, f"/ak/{issued['key']}")
     try:
         stack._warm(endpoint, BEDROCK_PLAN_CREDENTIAL, default="usage_limit")
     finally:
@@ -914,9 +1065,13 @@ def scenario_claude_code(stack: Stack) -> dict[str, Any]:
         series: list[list[float]] = []
         last = [0.0]
 
-        def sampler(t: float, open_streams: int, tree: ProcTree | None = tree,
-                    series: list[list[float]] = series, last: list[float] = last,
-                    ) -> dict[str, float] | None:
+        def sampler(
+            t: float,
+            open_streams: int,
+            tree: ProcTree | None = tree,
+            series: list[list[float]] = series,
+            last: list[float] = last,
+        ) -> dict[str, float] | None:
             if tree is None or t - last[0] < 0.2:
                 return None
             last[0] = t
@@ -924,9 +1079,21 @@ def scenario_claude_code(stack: Stack) -> dict[str, Any]:
             return None
 
         result, summary = run_phase(
-            stack, endpoint, "claude-code", fake_scenario, stream=True, concurrency=streams,
-            duration=0.0, warmup=0.0, pad_bytes=50_000, mode="streams", ramp=ramp,
-            collect_gaps=True, timeout=60 + events * pace_ms / 1000, sampler=sampler)
+            stack,
+            endpoint,
+            "claude-code",
+            fake_scenario,
+            stream=True,
+            concurrency=streams,
+            duration=0.0,
+            warmup=0.0,
+            pad_bytes=50_000,
+            mode="streams",
+            ramp=ramp,
+            collect_gaps=True,
+            timeout=60 + events * pace_ms / 1000,
+            sampler=sampler,
+        )
         stalls[endpoint.name] = sum(1 for g in result.gaps if g > stall_s)
         summary["stalls"] = stalls[endpoint.name]
         summary["streams_completed"] = result.requests
@@ -945,23 +1112,35 @@ def scenario_claude_code(stack: Stack) -> dict[str, Any]:
     names = [p.name for p in stack.proxies()]
     direct_gap = phases["direct"].get("gap_ms", {})
     measures = [
-        measure(f"stalls (gaps > {10 * pace_ms} ms), {streams} streams", "stalls",
-                {p: float(stalls[p]) for p in names}, direct=float(stalls["direct"])),
-        measure("added inter-event gap p99", None,
-                {p: _added(phases[p].get("gap_ms"), direct_gap, "p99") for p in names}, "ms",
-                direct=direct_gap.get("p99")),
-        measure("gateway RSS per open stream", "rss_per_stream",
-                {p: rss_per_stream.get(p) for p in names}, "KB"),
-        measure("streams completed", None,
-                {p: float(phases[p]["streams_completed"]) for p in names}, "streams",
-                direct=float(phases["direct"]["streams_completed"])),
+        measure(
+            f"stalls (gaps > {10 * pace_ms} ms), {streams} streams",
+            "stalls",
+            {p: float(stalls[p]) for p in names},
+            direct=float(stalls["direct"]),
+        ),
+        measure(
+            "added inter-event gap p99",
+            None,
+            {p: _added(phases[p].get("gap_ms"), direct_gap, "p99") for p in names},
+            "ms",
+            direct=direct_gap.get("p99"),
+        ),
+        measure("gateway RSS per open stream", "rss_per_stream", {p: rss_per_stream.get(p) for p in names}, "KB"),
+        measure(
+            "streams completed",
+            None,
+            {p: float(phases[p]["streams_completed"]) for p in names},
+            "streams",
+            direct=float(phases["direct"]["streams_completed"]),
+        ),
         measure("errors", "errors", {p: float(phases[p]["errors"]) for p in names}),
     ]
-    return {"measures": measures, "phases": phases,
-            "plot_data": {"kind": "claude-code", "gap_cdf_ms": gap_cdfs, "rss": rss_series,
-                          "stall_ms": stall_s * 1000},
-            "params": {"streams": streams, "events": events, "pace_ms": pace_ms,
-                       "body_bytes": 50_000, "ramp_s": ramp}}
+    return {
+        "measures": measures,
+        "phases": phases,
+        "plot_data": {"kind": "claude-code", "gap_cdf_ms": gap_cdfs, "rss": rss_series, "stall_ms": stall_s * 1000},
+        "params": {"streams": streams, "events": events, "pace_ms": pace_ms, "body_bytes": 50_000, "ramp_s": ramp},
+    }
 
 
 USAGE_BENCH_MODULE = "gateway.usage_bench"
@@ -976,8 +1155,10 @@ def scenario_usage_writer(stack: Stack) -> dict[str, Any]:
     (and optionally `events`, `seconds`, `rollup_rows`, `batch_rows`, `flush_p99_ms`).
     """
     if importlib.util.find_spec(USAGE_BENCH_MODULE) is None:
-        raise Skip(f"{USAGE_BENCH_MODULE} is not there yet (the usage-writer bench entry "
-                   "point lands with the writer; interface in bench/README.md)")
+        raise Skip(
+            f"{USAGE_BENCH_MODULE} is not there yet (the usage-writer bench entry "
+            "point lands with the writer; interface in bench/README.md)"
+        )
     seconds = stack.options.duration or (2.0 if stack.options.quick else 20.0)
     data_dir = stack.work / "usage-data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCPROXY_")}
@@ -987,16 +1168,20 @@ def scenario_usage_writer(stack: Stack) -> dict[str, Any]:
     if stack.options.quick:
         argv.append("--quick")
     log(f"  usage-writer: {' '.join(argv[1:])}")
-    proc = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=seconds * 4 + 120, check=False)
+    proc = subprocess.run(
+        argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=seconds * 4 + 120, check=False
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{USAGE_BENCH_MODULE} exited {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+        raise RuntimeError(
+            f"{USAGE_BENCH_MODULE} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-800:]}"
+        )
     result = Stack._json(proc.stdout)
     rate = float(result["events_per_s"])
-    return {"measures": [measure("usage events/s into PostgreSQL (with rollups)",
-                                 "usage_events_per_s", {"writer": rate})],
-            "phases": {"writer": result}, "params": {"seconds": seconds}}
+    return {
+        "measures": [measure("usage events/s into PostgreSQL (with rollups)", "usage_events_per_s", {"writer": rate})],
+        "phases": {"writer": result},
+        "params": {"seconds": seconds},
+    }
 
 
 def startup_measures(stack: Stack) -> dict[str, Any] | None:
@@ -1005,12 +1190,9 @@ def startup_measures(stack: Stack) -> dict[str, Any] | None:
         return None
     return {
         "measures": [
-            measure("gateway RSS idle after start-up", "idle_rss",
-                    {"gateway": info["idle_rss_bytes"] / 2**20}, "MB"),
-            measure("embedded PostgreSQL RSS idle", None,
-                    {"gateway": info["idle_postgres_rss_bytes"] / 2**20}, "MB"),
-            measure("start-up to /health 200 (embedded PostgreSQL)", None,
-                    {"gateway": info["startup_s"]}, "s"),
+            measure("gateway RSS idle after start-up", "idle_rss", {"gateway": info["idle_rss_bytes"] / 2**20}, "MB"),
+            measure("embedded PostgreSQL RSS idle", None, {"gateway": info["idle_postgres_rss_bytes"] / 2**20}, "MB"),
+            measure("start-up to /health 200 (embedded PostgreSQL)", None, {"gateway": info["startup_s"]}, "s"),
         ],
         "phases": {"gateway": info},
     }
@@ -1045,8 +1227,12 @@ def run_scenario(name: str, stack: Stack) -> dict[str, Any]:
         result = {"status": "skipped", "reason": str(exc), "measures": []}
     except Exception as exc:  # one scenario's failure must not lose the others'
         log(f"   failed: {type(exc).__name__}: {exc}")
-        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(limit=6), "measures": []}
+        result = {
+            "status": "failed",
+            "reason": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=6),
+            "measures": [],
+        }
     result["name"] = name
     result["seconds"] = round(time.monotonic() - t0, 2)
     return result

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import io
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,10 +29,33 @@ import pytest
 from aiohttp import web
 
 from bench.fake_anthropic import FakeAnthropic
+from bench.fake_bedrock import FakeBedrock
 from gateway import config as config_mod
 from gateway import db, keys, log, server, users
 
 REPO = Path(__file__).resolve().parent.parent
+# What `ccproxy usage recent --json` must show for every event (issue 2).
+RECENT_USAGE_FIELDS = frozenset(
+    {
+        "request_id",
+        "created_at",
+        "user",
+        "access_key_prefix",
+        "provider",
+        "is_fallback",
+        "model",
+        "status",
+        "error_class",
+        "stream",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "latency_ms",
+        "ttfb_ms",
+        "session_id",
+    }
+)
 
 
 class LogCapture(io.RawIOBase):
@@ -216,6 +240,16 @@ async def gateway_factory(tmp_path: Path, database_url: str) -> AsyncIterator[An
 @pytest.fixture
 async def gateway(gateway_factory: Any, fake: tuple[FakeAnthropic, str]) -> Gateway:
     return await gateway_factory(fake[1])  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def bedrock() -> AsyncIterator[FakeBedrock]:
+    """The fake Bedrock runtime on loopback, with its own Bedrock API key; `.url`."""
+    fake = FakeBedrock(api_key="ABSK" + secrets.token_urlsafe(30))
+    runner, url = await start_site(fake.app())
+    fake.url = url  # type: ignore[attr-defined]
+    yield fake
+    await runner.cleanup()
 
 
 @pytest.fixture

@@ -74,9 +74,7 @@ def test_prepare_body_keeps_only_allowed_betas_in_order_without_duplicates():
     assert "anthropic_beta" not in only_unknown
     assert "anthropic_beta" not in orjson.loads(bedrock.prepare_body(b"{}", "", CONFIG))
     custom = CONFIG.replace(bedrock_beta_allowlist=("oauth-2025-04-20",), bedrock_strip_fields=())
-    assert orjson.loads(
-        bedrock.prepare_body(b'{"service_tier":"x"}', "oauth-2025-04-20", custom)
-    ) == {
+    assert orjson.loads(bedrock.prepare_body(b'{"service_tier":"x"}', "oauth-2025-04-20", custom)) == {
         "service_tier": "x",
         "anthropic_version": "bedrock-2023-05-31",
         "anthropic_beta": ["oauth-2025-04-20"],
@@ -117,23 +115,16 @@ def test_resolve_model_maps_dated_and_undated_names(requested, expected):
 
 
 def test_resolve_model_prefers_the_keys_model_then_a_custom_map():
-    assert (
-        bedrock.resolve_model("claude-sonnet-4-5", "eu.anthropic.x-v1:0", CONFIG)
-        == "eu.anthropic.x-v1:0"
-    )
+    assert bedrock.resolve_model("claude-sonnet-4-5", "eu.anthropic.x-v1:0", CONFIG) == "eu.anthropic.x-v1:0"
     assert bedrock.resolve_model("claude-x", None, CONFIG, {"claude-x": "y"}) == "y"
 
 
 def test_endpoint_and_base_model_id():
-    assert (
-        bedrock.endpoint("eu-west-1", CONFIG) == "https://bedrock-runtime.eu-west-1.amazonaws.com"
-    )
+    assert bedrock.endpoint("eu-west-1", CONFIG) == "https://bedrock-runtime.eu-west-1.amazonaws.com"
     override = CONFIG.replace(bedrock_endpoint_url="http://127.0.0.1:9")
     assert bedrock.endpoint("eu-west-1", override) == "http://127.0.0.1:9"
     for profile in ("global.", "us.", "eu.", "apac.", "us-gov.", ""):
-        assert (
-            bedrock.base_model_id(profile + "anthropic.claude-x-v1:0") == "anthropic.claude-x-v1:0"
-        )
+        assert bedrock.base_model_id(profile + "anthropic.claude-x-v1:0") == "anthropic.claude-x-v1:0"
 
 
 def test_auth_reprs_hide_credentials():
@@ -213,9 +204,7 @@ def expected_sse(kind: str) -> bytes:
 @pytest.mark.parametrize("kind", ["text", "tool_use", "thinking", "split:5"])
 async def test_stream_equals_fake_anthropic_sse_plus_invocation_metrics(fake, session, auth, kind):
     events: list[bytes] = []
-    response = await call(
-        fake, session, scenario=kind, auth=auth, on_event=lambda t, d: events.append(t)
-    )
+    response = await call(fake, session, scenario=kind, auth=auth, on_event=lambda t, d: events.append(t))
     assert (response.status, response.stream, response.model_id) == (200, True, MODEL_ID)
     assert response.request_id == "fake-stream"
     out = await read_all(response)
@@ -325,14 +314,10 @@ async def test_exception_as_first_frame_raises_before_first_byte(fake, session, 
 
 async def test_midstream_exception_becomes_an_sse_error_event(fake, session):
     events: list[bytes] = []
-    response = await call(
-        fake, session, scenario="exception_midstream", on_event=lambda t, d: events.append(t)
-    )
+    response = await call(fake, session, scenario="exception_midstream", on_event=lambda t, d: events.append(t))
     out = await read_all(response)
     head = b"".join(fake_anthropic.stream_events("text", MODEL)[:4])
-    error = orjson.dumps(
-        {"type": "error", "error": {"type": "api_error", "message": "fake midstream failure"}}
-    )
+    error = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": "fake midstream failure"}})
     assert _IDS.sub(b"x", out) == _IDS.sub(b"x", head + b"event: error\ndata: " + error + b"\n\n")
     assert events == [
         b"message_start",
@@ -389,9 +374,7 @@ async def test_count_tokens_uses_the_base_model_and_answers_in_anthropic_form(fa
         assert out == b'{"input_tokens":42}'
         seen = fake.requests[-1]
         assert seen.path == "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/count-tokens"
-        inner = orjson.loads(
-            base64.b64decode(orjson.loads(seen.body)["input"]["invokeModel"]["body"])
-        )
+        inner = orjson.loads(base64.b64decode(orjson.loads(seen.body)["input"]["invokeModel"]["body"]))
         assert inner["max_tokens"] == 2049 and inner["anthropic_version"] == "bedrock-2023-05-31"
     fake.queue("throttle")
     with pytest.raises(errors.RateLimited):

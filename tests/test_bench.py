@@ -35,7 +35,9 @@ def _start_fake(*extra: str) -> Iterator[Endpoint]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.fake_anthropic", "--port", str(port), *extra],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 15
@@ -64,13 +66,18 @@ def fast_fake() -> Iterator[Endpoint]:
 
 
 def _body(stream: bool) -> bytes:
-    return orjson.dumps({"model": MODEL, "max_tokens": 64, "stream": stream,
-                         "messages": [{"role": "user", "content": "hi"}]})
+    return orjson.dumps(
+        {"model": MODEL, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    )
 
 
 def _headers(scenario: str, close: bool = False) -> dict[str, str]:
-    headers = {"x-api-key": "sk-ant-bench", "anthropic-version": "2023-06-01",
-               "content-type": "application/json", "x-fake-scenario": scenario}
+    headers = {
+        "x-api-key": "sk-ant-bench",
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+        "x-fake-scenario": scenario,
+    }
     if close:
         headers["connection"] = "close"
     return headers
@@ -186,8 +193,14 @@ def test_fast_mode_sends_the_same_bodies(fake: Endpoint, fast_fake: Endpoint) ->
     def normal(body: bytes) -> bytes:
         return re.sub(rb"msg_fake\d+", b"msg_fakeN", body)
 
-    for scenario, stream in (("text", False), ("events:20", True), ("text", True),
-                             ("tool_use", True), ("thinking", False), ("usage_limit", False)):
+    for scenario, stream in (
+        ("text", False),
+        ("events:20", True),
+        ("text", True),
+        ("tool_use", True),
+        ("thinking", False),
+        ("usage_limit", False),
+    ):
         slow = _fetch(fake, scenario, stream)
         quick = _fetch(fast_fake, scenario, stream)
         assert slow.status == quick.status, scenario
@@ -216,17 +229,14 @@ def test_paced_events_arrive_paced(mode: str, fake: Endpoint, fast_fake: Endpoin
 
 def test_fake_default_can_be_set_per_phase(fast_fake: Endpoint) -> None:
     async def go() -> int:
-        await loadgen.fetch(fast_fake, orjson.dumps({"scenario": "events:3"}), {},
-                            path="/_fake/default")
-        raw = loadgen.build_request(fast_fake, _body(True), _headers("")
-                                    | {"x-fake-scenario": ""})
+        await loadgen.fetch(fast_fake, orjson.dumps({"scenario": "events:3"}), {}, path="/_fake/default")
+        raw = loadgen.build_request(fast_fake, _body(True), _headers("") | {"x-fake-scenario": ""})
         conn = await loadgen.connect(fast_fake.host, fast_fake.port)
         try:
             return (await conn.request(raw, ResponseParser(sse=True))).events
         finally:
             conn.close()
-            await loadgen.fetch(fast_fake, orjson.dumps({"scenario": "text"}), {},
-                                path="/_fake/default")
+            await loadgen.fetch(fast_fake, orjson.dumps({"scenario": "text"}), {}, path="/_fake/default")
 
     assert asyncio.run(go()) == 3 + 5
 
@@ -247,7 +257,11 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "all", "--quick", "--no-progress", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=90, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = orjson.loads((out / "report.json").read_bytes())

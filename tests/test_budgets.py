@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import secrets
 import time
 import types
 import zoneinfo
@@ -37,21 +36,6 @@ PLAN_HEADERS = {"x-api-key": "sk-ant-plan-credential-budget-test", "anthropic-ve
 BODY: dict[str, Any] = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 COST = Decimal("0.400000")
 FAST = {"usage_flush_ms": "20", "budget_refresh_seconds": "0.2", "circuit_failures": "1000"}
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    fake = FakeBedrock(api_key="ABSK" + secrets.token_urlsafe(30))
-    runner, url = await start_site(fake.app())
-    fake.url = url  # type: ignore[attr-defined]
-    yield fake
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 Start = Callable[..., Awaitable[Gateway]]

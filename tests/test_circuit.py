@@ -5,17 +5,16 @@ instances, and `ccproxy circuits list|reset`."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from conftest import Gateway, LogCapture, cli_env, run_cli, start_site
+from conftest import Gateway, LogCapture, cli_env, run_cli
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
@@ -24,21 +23,6 @@ from gateway import config as config_mod
 
 PLAN_HEADERS = {"x-api-key": "sk-ant-plan-credential-circuit-test", "anthropic-version": "2023-06-01"}
 BODY = {"model": "claude-sonnet-4-5-20250929", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    fake = FakeBedrock(api_key="ABSK" + secrets.token_urlsafe(30))
-    runner, url = await start_site(fake.app())
-    fake.url = url  # type: ignore[attr-defined]
-    yield fake
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 Start = Callable[..., Awaitable[Gateway]]

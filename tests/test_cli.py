@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-from conftest import cli_env, free_port, run_cli, start_serve, stop_serve
+from conftest import RECENT_USAGE_FIELDS, cli_env, free_port, run_cli, start_serve, stop_serve
 
 from bench.fake_anthropic import FakeAnthropic
 
@@ -28,25 +28,6 @@ KEY_RE = re.compile(r"^ak_[A-Za-z0-9_-]{43,}$")
 MASKED_RE = re.compile(r"^ak_[A-Za-z0-9_-]{6}…$")
 BODY = {"model": "claude-sonnet-4-5-20250929", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 PLAN = {"x-api-key": "sk-ant-developer-own-key", "anthropic-version": "2023-06-01"}
-USAGE_FIELDS = {
-    "request_id",
-    "created_at",
-    "user",
-    "access_key_prefix",
-    "provider",
-    "is_fallback",
-    "model",
-    "status",
-    "error_class",
-    "stream",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "latency_ms",
-    "ttfb_ms",
-    "session_id",
-}
 
 
 def cli_json(env: dict[str, str], *args: str) -> Any:
@@ -182,7 +163,7 @@ async def test_usage_recent_lists_newest_first_with_the_documented_fields(
     rows = cli_json(env, "usage", "recent", "--limit", "20")
     assert [r["request_id"] for r in rows] == sent[::-1]
     for row in rows:
-        assert set(row) >= USAGE_FIELDS, USAGE_FIELDS - set(row)
+        assert set(row) >= RECENT_USAGE_FIELDS, RECENT_USAGE_FIELDS - set(row)
         assert MASKED_RE.match(row["access_key_prefix"])
         assert row["provider"] == "plan"
         assert row["is_fallback"] is False
@@ -226,7 +207,7 @@ async def test_cli_works_while_serve_runs_on_the_same_embedded_data_dir(
         await asyncio.sleep(0.3)  # flush_ms is 50
         rows = cli_json(env, "usage", "recent", "--limit", "20")
         assert len(rows) >= 3
-        assert set(rows[0]) >= USAGE_FIELDS
+        assert set(rows[0]) >= RECENT_USAGE_FIELDS
         assert {r["user"] for r in rows} == {"alice"}
     finally:
         code = stop_serve(serve)

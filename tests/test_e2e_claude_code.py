@@ -30,7 +30,17 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import REPO, Gateway, LogCapture, cli_env, free_port, run_cli, start_serve, stop_serve
+from conftest import (
+    RECENT_USAGE_FIELDS,
+    REPO,
+    Gateway,
+    LogCapture,
+    cli_env,
+    free_port,
+    run_cli,
+    start_serve,
+    stop_serve,
+)
 
 from bench.fake_anthropic import FINAL_OUTPUT_TOKENS, TEXT, FakeAnthropic
 
@@ -211,25 +221,7 @@ async def test_claude_code_through_a_real_ccproxy_serve(
     # The shutdown flushed the usage queue: the rows are there once serve has exited.
     recent = await cli_async(env, "usage", "recent", "--limit", "5", "--json")
     assert len(recent) == requests
-    fields = {
-        "request_id",
-        "created_at",
-        "user",
-        "access_key_prefix",
-        "provider",
-        "is_fallback",
-        "model",
-        "status",
-        "error_class",
-        "stream",
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-        "latency_ms",
-        "ttfb_ms",
-        "session_id",
-    }
+    fields = RECENT_USAGE_FIELDS
     for row in recent:
         assert fields <= row.keys(), fields - row.keys()
         assert len(row["request_id"]) == 36

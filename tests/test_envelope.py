@@ -208,9 +208,7 @@ class FakeKms:
             assert body["KeySpec"] == "AES_256"
             plaintext, blob = os.urandom(32), b"fakekms-" + os.urandom(40)
             self.keys[blob] = (plaintext, body.get("EncryptionContext", {}))
-            return self._ok(
-                {"KeyId": body["KeyId"], "Plaintext": plaintext, "CiphertextBlob": blob}
-            )
+            return self._ok({"KeyId": body["KeyId"], "Plaintext": plaintext, "CiphertextBlob": blob})
         if target == "TrentService.Decrypt":
             blob = base64.b64decode(body["CiphertextBlob"])
             found = self.keys.get(blob)
@@ -225,9 +223,7 @@ class FakeKms:
 
     @staticmethod
     def _ok(data: dict[str, object]) -> web.Response:
-        encoded = {
-            k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in data.items()
-        }
+        encoded = {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in data.items()}
         return web.Response(body=orjson.dumps(encoded), content_type="application/x-amz-json-1.1")
 
 
@@ -248,9 +244,7 @@ async def kms_url():
 def _session():
     import aioboto3
 
-    return aioboto3.Session(
-        aws_access_key_id="AKIDTEST", aws_secret_access_key="test-secret", region_name="us-east-1"
-    )
+    return aioboto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="test-secret", region_name="us-east-1")
 
 
 async def test_kms_keyring_round_trips_and_rejects_foreign_blobs(kms_url):

@@ -27,9 +27,9 @@ from gateway.eventstream import (
 
 # --- a reference encoder for every header value type (ours only writes strings) -------
 
-_name = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12
-).filter(lambda s: len(s.encode()) < 256)
+_name = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12).filter(
+    lambda s: len(s.encode()) < 256
+)
 _value = st.one_of(
     st.booleans().map(lambda b: ("bool", b)),
     st.integers(-(2**7), 2**7 - 1).map(lambda i: ("byte", i)),
@@ -64,9 +64,7 @@ def _encode_value(kind: str, value: object) -> bytes:
 
 
 def raw_frame(headers: dict[str, tuple[str, object]], payload: bytes) -> bytes:
-    head = b"".join(
-        bytes((len(n.encode()),)) + n.encode() + _encode_value(*v) for n, v in headers.items()
-    )
+    head = b"".join(bytes((len(n.encode()),)) + n.encode() + _encode_value(*v) for n, v in headers.items())
     total = 16 + len(head) + len(payload)
     prelude = struct.pack("!II", total, len(head))
     prelude += struct.pack("!I", zlib.crc32(prelude))
@@ -258,17 +256,13 @@ def test_translator_ignores_non_chunk_events():
         ("serviceUnavailableException", "overloaded_error"),
     ],
 )
-def test_midstream_exception_frame_becomes_one_error_event_and_ends_the_stream(
-    exception, error_type
-):
+def test_midstream_exception_frame_becomes_one_error_event_and_ends_the_stream(exception, error_type):
     events = fake_anthropic.stream_events("text", "m")[:3]
     stream = b"".join(chunk_frame(event_json(e)) for e in events)
     stream += exception_frame(exception, "boom") + chunk_frame(event_json(events[-1]))
     translator = BedrockSSETranslator()
     out = translator.feed(stream)
-    expected_error = orjson.dumps(
-        {"type": "error", "error": {"type": error_type, "message": "boom"}}
-    )
+    expected_error = orjson.dumps({"type": "error", "error": {"type": error_type, "message": "boom"}})
     assert out == b"".join(events) + b"event: error\ndata: " + expected_error + b"\n\n"
     assert translator.finished and translator.emitted == 3
     assert translator.feed(chunk_frame(event_json(events[0]))) == b""
@@ -353,6 +347,4 @@ def test_error_class_follows_spec_mapping(code, status, expected):
 def test_payload_part_decodes_standard_base64():
     payload = b'{"bytes":"' + base64.b64encode(b'{"type":"ping","x":"\xc3\xa9"}') + b'"}'
     frame = encode_frame({":message-type": "event", ":event-type": "chunk"}, payload)
-    assert BedrockSSETranslator().feed(frame) == (
-        b'event: ping\ndata: {"type":"ping","x":"\xc3\xa9"}\n\n'
-    )
+    assert BedrockSSETranslator().feed(frame) == (b'event: ping\ndata: {"type":"ping","x":"\xc3\xa9"}\n\n')

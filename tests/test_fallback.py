@@ -12,9 +12,8 @@ import asyncio
 import base64
 import datetime as dt
 import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import aiohttp
 import orjson
 import pytest
 from anthropic import AsyncAnthropic
-from conftest import Gateway, LogCapture, cli_env, free_port, run_cli, start_site
+from conftest import Gateway, LogCapture, cli_env, free_port, run_cli
 
 from bench import fake_bedrock
 from bench.fake_anthropic import ERRORS, USAGE_LIMIT_MESSAGE, FakeAnthropic
@@ -62,21 +61,6 @@ def _bedrock_message(kind: str, model: str) -> dict[str, Any]:
 def distinct_bedrock_text(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fake_bedrock, "bedrock_events", _bedrock_events)
     monkeypatch.setattr(fake_bedrock, "message_json", _bedrock_message)
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    fake = FakeBedrock(api_key="ABSK" + secrets.token_urlsafe(30))
-    runner, url = await start_site(fake.app())
-    fake.url = url  # type: ignore[attr-defined]
-    yield fake
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        yield session
 
 
 Start = Callable[..., Awaitable[Gateway]]

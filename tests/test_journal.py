@@ -151,9 +151,7 @@ def _five(tmp_path: Path) -> tuple[bytearray, list[int], list[bytes]]:
 
 
 @pytest.mark.parametrize("where", ["payload", "magic", "length", "crc"])
-def test_corrupted_middle_record_is_skipped_and_later_records_replayed(
-    tmp_path: Path, where: str
-) -> None:
+def test_corrupted_middle_record_is_skipped_and_later_records_replayed(tmp_path: Path, where: str) -> None:
     data, starts, sent = _five(tmp_path)
     offset = {"magic": 0, "length": 4, "crc": 8, "payload": 20}[where]
     data[starts[2] + offset] ^= 0x5A
@@ -188,9 +186,7 @@ def test_damage_in_an_older_segment_does_not_stop_newer_ones(tmp_path: Path) -> 
     assert stats.torn == 1
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     sent=st.lists(st.binary(max_size=60), min_size=1, max_size=12),
     flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(1, 255)), max_size=4),

@@ -99,9 +99,7 @@ def test_large_counts_are_exact() -> None:
         (1234567, "1.25", "1.543209"),  # 1.54320875 → up
     ],
 )
-def test_rounding_is_half_up_at_the_seventh_decimal(
-    tokens: int, per_million: str, expected: str
-) -> None:
+def test_rounding_is_half_up_at_the_seventh_decimal(tokens: int, per_million: str, expected: str) -> None:
     c = pricing.cost(TokenCounts(input_tokens=tokens), price(input=per_million))
     assert str(c.input) == expected
 
@@ -231,8 +229,7 @@ def test_price_book_rejects_two_rows_for_the_same_date() -> None:
         ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
         ("global.anthropic.claude-opus-4-5-20251101-v1:0", "claude-opus-4-5"),
         (
-            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
-            "us.anthropic.claude-opus-4-20250514-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-opus-4-20250514-v1:0",
             "claude-opus-4",
         ),
         ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),

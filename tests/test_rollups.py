@@ -12,10 +12,8 @@ import csv
 import datetime as dt
 import io
 import json
-import secrets
 import time
 import zoneinfo
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import Gateway, cli_env, make_config, run_cli, start_site
+from conftest import Gateway, cli_env, make_config, run_cli
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
@@ -44,21 +42,6 @@ TOTALS = (
     "cache_read_input_tokens",
     "cost_usd",
 )
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    fake = FakeBedrock(api_key="ABSK" + secrets.token_urlsafe(30))
-    runner, url = await start_site(fake.app())
-    fake.url = url  # type: ignore[attr-defined]
-    yield fake
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def post(http: aiohttp.ClientSession, gw: Gateway, key: str, **extra: Any) -> int:

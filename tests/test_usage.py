@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from conftest import RECENT_USAGE_FIELDS
 
 from bench.fake_anthropic import FakeAnthropic
 from gateway import config as config_mod
@@ -427,25 +428,7 @@ async def test_recent_lists_newest_first_with_the_documented_fields(
     await gateway.flush_usage()
     rows = await usage.recent(gateway.database, limit=20)
     assert [str(r["request_id"]) for r in rows] == sent[::-1]
-    documented = {
-        "request_id",
-        "created_at",
-        "user",
-        "access_key_prefix",
-        "provider",
-        "is_fallback",
-        "model",
-        "status",
-        "error_class",
-        "stream",
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-        "latency_ms",
-        "ttfb_ms",
-        "session_id",
-    }
+    documented = RECENT_USAGE_FIELDS
     assert documented <= set(rows[0])
     assert [r["user"] for r in rows] == ["alice", "bob", "alice"]
     assert rows[0]["access_key_prefix"] == alice["key"][:9]
