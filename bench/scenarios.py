@@ -1038,8 +1038,59 @@ def prepare_bedrock(stack: Stack) -> Endpoint:
 
 
 def scenario_bedrock(stack: Stack) -> dict[str, Any]:
-    """The throughput scenario's 200-event streams answered through the Bedrock fallback."""
-    return scenario_throughput(stack, bedrock=True)
+    """The throughput scenario's 200-event streams answered through the Bedrock fallback,
+    then c=1 latency of the Bedrock path against the plan path through the same gateway."""
+    result = scenario_throughput(stack, bedrock=True)
+    latency = bedrock_path_latency(stack)
+    result["measures"] += latency.pop("measures")
+    result["phases"].update(latency["phases"])
+    return result
+
+
+def bedrock_path_latency(stack: Stack) -> dict[str, Any]:
+    """c=1 through the gateway: a key answered by the plan vs a key whose plan answers 429
+    usage_limit and falls back to Bedrock (plan round trip + Bedrock call + event-stream
+    translation). The difference is what falling back costs on the fakes."""
+    quick = stack.options.quick
+    rounds = 1 if quick else 3
+    seconds = stack.options.duration or (0.8 if quick else 3.0)
+    gateway = stack.proxies()[0]
+    bedrock_ep = prepare_bedrock(stack)
+    plan = Endpoint("gateway-plan", gateway.host, gateway.port, gateway.prefix)
+    fallback = Endpoint("gateway-bedrock", bedrock_ep.host, bedrock_ep.port, bedrock_ep.prefix)
+    phases: dict[str, dict[str, Any]] = {}
+    try:
+        for mode, scenario, stream in (("nonstream", "text", False), ("stream", "events:20", True)):
+
+            def default(endpoint: Endpoint, scenario: str = scenario) -> str:
+                return "usage_limit" if endpoint is fallback else scenario
+
+            phases[f"bedrock latency {mode}"], _ = run_rounds(
+                stack,
+                [plan, fallback],
+                rounds,
+                f"bedrock latency {mode}",
+                default,
+                stream=stream,
+                concurrency=1,
+                duration=seconds,
+                warmup=0.2,
+                credential=BEDROCK_PLAN_CREDENTIAL,
+            )
+    finally:
+        stack.set_default("text")
+    ns, st = phases["bedrock latency nonstream"], phases["bedrock latency stream"]
+
+    def over_plan(phase: dict[str, Any], field: str, q: str) -> dict[str, float | None]:
+        return {"gateway": _added(phase["gateway-bedrock"].get(field), phase["gateway-plan"].get(field), q)}
+
+    measures = [
+        measure("Bedrock path over plan path, non-streaming, p50", None, over_plan(ns, "latency_ms", "p50"), "ms"),
+        measure("Bedrock path over plan path, non-streaming, p99", None, over_plan(ns, "latency_ms", "p99"), "ms"),
+        measure("Bedrock path over plan path, first event, p50", None, over_plan(st, "first_event_ms", "p50"), "ms"),
+        measure("Bedrock path over plan path, first event, p99", None, over_plan(st, "first_event_ms", "p99"), "ms"),
+    ]
+    return {"measures": measures, "phases": phases}
 
 
 def scenario_claude_code(stack: Stack) -> dict[str, Any]:

@@ -126,6 +126,31 @@ class BufferedOutput:
 
 
 _buffered: BufferedOutput | None = None
+_request_logger: Any = None
+
+# The fields of a request_completed line that come from the client (everything else is
+# ours: ids, numbers, masked prefixes); only these need scrubbing on the hot path.
+CLIENT_FIELDS = ("model", "upstream_model", "session_id")
+
+
+def _scrub_client_fields(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for field in CLIENT_FIELDS:
+        value = event.get(field)
+        if value is not None:
+            event[field] = _scrub(value)
+    return event
+
+
+def _info_level(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["level"] = "info"
+    return event
+
+
+def request_logger() -> Any:
+    """The logger of the one-per-request `request_completed` line: the same JSON to the
+    same output as every other line, through a shorter processor chain (the general
+    redaction pass cost more than the rest of the line: ~27 µs against ~8 µs)."""
+    return _request_logger
 
 
 def flush() -> None:
@@ -143,6 +168,18 @@ def configure(level: str = "info", stream: Any = None, *, buffered: bool = False
         _buffered = BufferedOutput(out)
         atexit.register(flush)
         out = cast(BinaryIO, _buffered)
+    global _request_logger
+    _request_logger = structlog.wrap_logger(
+        structlog.BytesLogger(out),
+        processors=[
+            _info_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            _scrub_client_fields,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        cache_logger_on_first_use=True,
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -559,7 +559,7 @@ class Relay:
             self.writer.add(event)
         is_error = status >= 500 or ex.error_class in _ERROR_CLASSES
         self.counters.observe(ex.provider, status, latency_ms, ex.is_fallback, is_error)
-        logger.info(
+        log.request_logger().info(
             "request_completed",
             request_id=ex.request_id,
             key_prefix=ctx.prefix + "…" if ctx is not None else keys.mask(key),

@@ -176,6 +176,9 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             total=None, sock_connect=config.plan_connect_timeout, connect=config.plan_connect_timeout
         ),
         auto_decompress=False,  # relay bytes as they came; never inflate and re-send
+        # One session serves every developer: upstream cookies must never be stored and
+        # sent with someone else's request (and skipping the jar saves work per request).
+        cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
     app[COUNTERS] = metrics.Counters()
