@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
 import sys
 import threading
@@ -127,6 +128,7 @@ class BufferedOutput:
 
 _buffered: BufferedOutput | None = None
 _request_logger: Any = None
+_PID = os.getpid()
 
 # The fields of a request_completed line that come from the client (everything else is
 # ours: ids, numbers, masked prefixes); only these need scrubbing on the hot path.
@@ -143,6 +145,13 @@ def _scrub_client_fields(_logger: Any, _name: str, event: MutableMapping[str, An
 
 def _info_level(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["level"] = "info"
+    event["pid"] = _PID
+    return event
+
+
+def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # Which worker process wrote the line (`ccproxy serve --workers N`).
+    event["pid"] = _PID
     return event
 
 
@@ -168,7 +177,8 @@ def configure(level: str = "info", stream: Any = None, *, buffered: bool = False
         _buffered = BufferedOutput(out)
         atexit.register(flush)
         out = cast(BinaryIO, _buffered)
-    global _request_logger
+    global _request_logger, _PID
+    _PID = os.getpid()  # configure runs in each worker after the fork
     _request_logger = structlog.wrap_logger(
         structlog.BytesLogger(out),
         processors=[
@@ -184,6 +194,7 @@ def configure(level: str = "info", stream: Any = None, *, buffered: bool = False
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             structlog.processors.format_exc_info,
             redact,

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
+import psutil
 from conftest import RECENT_USAGE_FIELDS, cli_env, free_port, run_cli, start_serve, stop_serve
 
 from bench.fake_anthropic import FakeAnthropic
@@ -305,3 +306,30 @@ def test_serve_host_and_port_flags_override_the_environment(open_tmp: Path, data
         if process.poll() is None:
             process.kill()
         log.close()
+
+
+async def test_serve_with_two_workers_shares_the_port_and_meters_every_request(
+    open_tmp: Path, database_url: str, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession
+) -> None:
+    env = cli_env(open_tmp, database_url=database_url, plan_base_url=fake[1], workers="2")
+    cli_json(env, "users", "create", "alice")
+    key = cli_json(env, "keys", "issue", "--user", "alice")["key"]
+    serve = start_serve(env, open_tmp / "serve.log", free_port())
+    try:
+        workers = {p.pid for p in psutil.Process(serve.process.pid).children() if p.name().startswith("python")}
+        assert len(workers) == 2
+        # Fresh connections each time, so the kernel spreads them over both workers.
+        results = []
+        for i in range(40):
+            async with aiohttp.ClientSession() as fresh:
+                results.append(await status_of(fresh, serve.url, key, stream=i % 2 == 0))
+        assert all(status == 200 for status, _ in results)
+        serve.process.send_signal(signal.SIGTERM)
+        assert await wait_exit(serve.process, 30) == 0
+    finally:
+        if serve.process.poll() is None:
+            serve.process.kill()
+    pids = {line["pid"] for line in serve.log_lines() if line.get("event") == "request_completed"}
+    assert pids == workers, "both workers answered requests"
+    listed = cli_json(env, "usage", "recent", "--limit", "100")
+    assert {r["request_id"] for r in listed} == {request_id for _, request_id in results}
