@@ -212,8 +212,9 @@ class Relay:
         outcome = ex.plan_outcome
         if outcome is None or outcome == "client_error":
             # Success, or the caller's own mistake: relayed unchanged, never a fallback.
+            # Either way the plan answered, so a probe closes the circuit.
             if probing:
-                self.circuits.record_probe(ctx.key_id, outcome is None, outcome)
+                self.circuits.record_probe(ctx.key_id, True, None)
             return reply
         return await self._plan_failed(request, ex, body, probing, reply, None)
 
