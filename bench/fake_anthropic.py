@@ -28,7 +28,6 @@ Stream formats: https://docs.anthropic.com/en/docs/build-with-claude/streaming
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import itertools
@@ -37,6 +36,8 @@ from typing import Any, cast
 
 import orjson
 from aiohttp import web
+
+from bench import fakes
 
 DEFAULT_USAGE = {
     "input_tokens": 25,
@@ -630,27 +631,14 @@ async def serve_fast(host: str, port: int, default: str = "text") -> None:
 async def serve(host: str, port: int, default: str = "text") -> None:
     fake = FakeAnthropic(default)
     fake.record = False
-    runner = web.AppRunner(fake.app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=4096).start()
-    print(f"fake anthropic listening on http://{host}:{port}", flush=True)
-    await asyncio.Event().wait()
+    await fakes.serve_app(fake.app(), host, port, "fake anthropic")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--default", default="text")
+    parser = fakes.arguments(__doc__.splitlines()[0], 8100)
     parser.add_argument("--fast", action="store_true", help="raw asyncio serving (bench)")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
-    asyncio.run((serve_fast if args.fast else serve)(args.host, args.port, args.default))
+    fakes.run(serve_fast if args.fast else serve, args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_CountTokens.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import datetime
@@ -42,6 +41,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from bench import fakes
 from bench.fake_anthropic import Seen, message_json, stream_events
 from gateway.eventstream import encode_frame
 
@@ -385,26 +385,11 @@ class FakeBedrock:
 async def serve(host: str, port: int, default: str = "text") -> None:
     fake = FakeBedrock(default=default)
     fake.record = False
-    runner = web.AppRunner(fake.app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=4096).start()
-    print(f"fake bedrock listening on http://{host}:{port}", flush=True)
-    await asyncio.Event().wait()
+    await fakes.serve_app(fake.app(), host, port, "fake bedrock")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8200)
-    parser.add_argument("--default", default="text")
-    args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
-    asyncio.run(serve(args.host, args.port, args.default))
+    fakes.run(serve, fakes.arguments(__doc__.splitlines()[0], 8200).parse_args())
 
 
 if __name__ == "__main__":
