@@ -271,17 +271,24 @@ class FakeBedrock:
             self.requests.append(Seen(request.method, request.path, request.query_string, dict(request.headers), body))
         return body
 
+    async def _admit(self, request: web.Request) -> tuple[str, web.StreamResponse | None]:
+        """Record an Invoke request; its scenario, and the answer if it is refused before
+        any model work (a scripted error, or a body Bedrock would reject)."""
+        raw = await self._remember(request)
+        scenario = self._scenario(request)
+        refusal = await self._early(request, raw, scenario)
+        if refusal is None:
+            problem = self._body_problem(raw)
+            if problem:
+                refusal = error_response(400, "ValidationException", problem)
+        return scenario, refusal
+
     # --- handlers ----------------------------------------------------------------
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
-        raw = await self._remember(request)
-        scenario = self._scenario(request)
-        early = await self._early(request, raw, scenario)
-        if early is not None:
-            return early
-        problem = self._body_problem(raw)
-        if problem:
-            return error_response(400, "ValidationException", problem)
+        scenario, refusal = await self._admit(request)
+        if refusal is not None:
+            return refusal
         kind, _, arg = scenario.partition(":")
         if kind.startswith("exception_"):
             exc = arg or ("throttlingException" if kind == "exception_first" else "modelStreamErrorException")
@@ -310,14 +317,9 @@ class FakeBedrock:
         return cached
 
     async def invoke_stream(self, request: web.Request) -> web.StreamResponse:
-        raw = await self._remember(request)
-        scenario = self._scenario(request)
-        early = await self._early(request, raw, scenario)
-        if early is not None:
-            return early
-        problem = self._body_problem(raw)
-        if problem:
-            return error_response(400, "ValidationException", problem)
+        scenario, refusal = await self._admit(request)
+        if refusal is not None:
+            return refusal
         kind, _, arg = scenario.partition(":")
         model = anthropic_model(request.match_info["model_id"])
         response = web.StreamResponse(
