@@ -18,10 +18,11 @@ import aiohttp
 import msgspec
 import structlog
 from aiohttp import web
-from yarl import URL
 
 from gateway import bedrock, circuit, envelope, errors, keys, limits, log, metrics, price_table, pricing, sse, usage
 from gateway.config import Config
+from gateway.upstream import PlanClient, UpstreamError
+from gateway.upstream import Response as PlanResponse
 
 logger = structlog.get_logger("gateway.relay")
 
@@ -111,7 +112,8 @@ class Exchange:
 
 
 class Relay:
-    """Owns the shared upstream session and turns requests into relayed answers."""
+    """Turns requests into relayed answers: the plan through `PlanClient`, Bedrock through
+    the shared aiohttp session."""
 
     def __init__(
         self,
@@ -119,6 +121,7 @@ class Relay:
         key_cache: keys.KeyCache,
         writer: usage.UsageWriter,
         session: aiohttp.ClientSession,
+        plan: PlanClient,
         counters: metrics.Counters,
         circuits: circuit.Circuits,
         prices: price_table.PriceTable,
@@ -129,7 +132,8 @@ class Relay:
         self.config = config
         self.keys = key_cache
         self.writer = writer
-        self.session = session
+        self.session = session  # Bedrock and webhooks
+        self.plan = plan
         self.counters = counters
         self.circuits = circuits
         self.prices = prices
@@ -137,9 +141,7 @@ class Relay:
         self.secrets = secrets
         self.budgets = budgets
         self.rate = limits.RateLimiter()
-        self._urls: dict[str, URL] = {}
         self.sigv4 = bedrock.SigV4Auth()  # the deployment's default AWS credential chain
-        self._plan_base = config.plan_base_url
         self._plan_key = config.plan_api_key
         self._ping_interval = config.ping_interval
 
@@ -194,14 +196,13 @@ class Relay:
 
         try:
             ex.status = upstream.status
-            content_type = upstream.headers.get("content-type", "")
-            if ex.stream and upstream.status == 200 and content_type.startswith("text/event-stream"):
+            if ex.stream and upstream.status == 200 and upstream.content_type.startswith("text/event-stream"):
                 if probing:
                     self.circuits.record_probe(ctx.key_id, True, None)
                 return await self._relay_stream(request, ex, upstream)
             try:
                 payload = await upstream.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (UpstreamError, TimeoutError):
                 ex.plan_outcome = "network_error"
                 lost = errors.UpstreamUnavailable("The upstream API closed the connection mid-answer.")
                 return await self._plan_failed(request, ex, body, probing, None, lost)
@@ -237,29 +238,22 @@ class Relay:
 
     async def _plan_request(
         self, request: web.Request, ex: Exchange, upstream_path: str, org_mode: bool, body: bytes | None
-    ) -> aiohttp.ClientResponse:
+    ) -> PlanResponse:
         headers = self._upstream_headers(request, org_mode)
         query = request.rel_url.raw_query_string
         target = upstream_path + "?" + query if query else upstream_path
-        url = self._urls.get(target)
-        if url is None:
-            # Nearly every request is one of a few targets (`/v1/messages?beta=true`);
-            # building a URL object is the costliest part of an upstream call we control.
-            url = URL(self._plan_base + target, encoded=True)
-            if len(self._urls) < 256:
-                self._urls[target] = url
         first_byte_timeout = self.config.plan_first_byte_timeout if ex.stream else self.config.plan_nonstream_timeout
         try:
             async with asyncio.timeout(first_byte_timeout):
-                return await self.session.request(request.method, url, data=body, headers=headers)
+                return await self.plan.request(request.method, target, headers, body)
         except TimeoutError:
             ex.plan_outcome = "timeout"
             raise errors.UpstreamUnavailable("The upstream API did not answer in time.") from None
-        except aiohttp.ClientError:
+        except UpstreamError:
             ex.plan_outcome = "network_error"
             raise errors.UpstreamUnavailable("The upstream API could not be reached.") from None
 
-    def _plan_reply(self, ex: Exchange, upstream: aiohttp.ClientResponse, payload: bytes) -> web.Response:
+    def _plan_reply(self, ex: Exchange, upstream: PlanResponse, payload: bytes) -> web.Response:
         """The plan's whole answer, classified (SPEC §3) and ready to relay unchanged."""
         status = upstream.status
         ex.plan_outcome = classify(status, payload)
@@ -421,9 +415,7 @@ class Relay:
                 ex.error_class = "client_disconnected"
             return response
 
-    async def _relay_stream(
-        self, request: web.Request, ex: Exchange, upstream: aiohttp.ClientResponse
-    ) -> web.StreamResponse:
+    async def _relay_stream(self, request: web.Request, ex: Exchange, upstream: PlanResponse) -> web.StreamResponse:
         headers = self._client_headers(upstream, ex)
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
@@ -434,7 +426,7 @@ class Relay:
         pinger = _Pinger(response, lambda: scanner.at_event_boundary, self._ping_interval)
         write = response.write
         feed = scanner.feed
-        read = upstream.content.readany
+        read = upstream.readany
         try:
             chunk = await read()
             ex.ttfb = time.perf_counter()
@@ -445,7 +437,7 @@ class Relay:
                 chunk = await read()
             if not scanner.counts.seen_stop and scanner.counts.error_type is None:
                 ex.error_class = "stream_incomplete"
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, TimeoutError):
+        except (UpstreamError, TimeoutError):
             # The plan died mid-stream: tell the client in-band, as Anthropic does.
             ex.error_class = "network_error"
             if scanner.at_event_boundary:
@@ -490,11 +482,11 @@ class Relay:
         return out
 
     @staticmethod
-    def _client_headers(upstream: aiohttp.ClientResponse, ex: Exchange) -> dict[str, str]:
+    def _client_headers(upstream: PlanResponse, ex: Exchange) -> dict[str, str]:
         out = {
             name: value
-            for name, value in upstream.headers.items()
-            if (lname := name.lower()) in RELAY_RESPONSE or lname.startswith("anthropic-ratelimit-")
+            for name, value in upstream.headers
+            if name in RELAY_RESPONSE or name.startswith("anthropic-ratelimit-")
         }
         out["x-ccproxy-request-id"] = ex.request_id
         out["x-ccproxy-provider"] = ex.provider

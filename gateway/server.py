@@ -1,5 +1,5 @@
 """The aiohttp application: routes, the error middleware, and every long-lived resource
-(database, key cache and its listener, usage writer, upstream session) in `cleanup_ctx`.
+(database, key cache and its listener, usage writer, upstream clients) in `cleanup_ctx`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import circuit, db, envelope, errors, keys, limits, log, metrics, price_table, relay, usage
+from gateway import circuit, db, envelope, errors, keys, limits, log, metrics, price_table, relay, upstream, usage
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.server")
@@ -181,6 +181,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
+    plan = upstream.PlanClient(config.plan_base_url, connect_timeout=config.plan_connect_timeout)
     app[COUNTERS] = metrics.Counters()
     budgets = limits.Budgets(
         app[DATABASE],
@@ -199,6 +200,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[KEY_CACHE],
         app[WRITER],
         session,
+        plan,
         app[COUNTERS],
         app[CIRCUITS],
         app[PRICES],
@@ -209,6 +211,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await _cancel(refresher)
     await budgets.drain()
+    await plan.close()
     await session.close()
 
 

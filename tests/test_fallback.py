@@ -128,9 +128,10 @@ def assert_no_secrets(logs: LogCapture, *more: str) -> None:
 
 
 def assert_no_leaked_connections(gw: Gateway) -> None:
-    connector = gw.app[server.RELAY].session.connector
-    assert connector is not None
-    assert not connector._acquired, "an upstream response was neither read to the end nor closed"
+    relay = gw.app[server.RELAY]
+    assert relay.session.connector is not None
+    assert not relay.session.connector._acquired, "a Bedrock response was neither read to the end nor closed"
+    assert relay.plan.in_use == 0, "a plan response was neither released nor closed"
 
 
 def check_fallback_row(

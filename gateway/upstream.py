@@ -1,0 +1,514 @@
+"""A lean HTTP/1.1 client for the plan API, the one upstream every request meets.
+
+Why not aiohttp's `ClientSession` here: per request it builds a `ClientRequest`, a
+`ClientResponse`, a `StreamReader`, a timer context and two header multidicts, which
+py-spy put at about a third of the gateway's CPU per relayed request (bench
+`throughput`). The plan path needs far less: one origin, keep-alive connections, a
+request body already held as bytes, and an answer that is relayed as bytes. This module
+does just that on an asyncio `Protocol`: Content-Length, chunked and read-until-close
+framing, read-side flow control and an idle-connection pool. The Bedrock path and the
+alert webhook keep aiohttp's client; their cost is per fallback, not per request.
+
+Errors: anything that ends a connection before the answer is complete raises
+`UpstreamError` from `request()` or from a read, after every byte that did arrive has
+been handed out, so a relay can tell "lost mid-stream" from "never answered".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from typing import cast
+from urllib.parse import urlsplit
+
+_HEAD_LIMIT = 64 * 1024  # the whole response head; the plan's are under 2 KiB
+_PAUSE_AT = 256 * 1024  # buffered body bytes before reading from the socket pauses
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class UpstreamError(Exception):
+    """The upstream connection failed, or broke HTTP/1.1, before the answer was complete."""
+
+
+class Response:
+    """One upstream answer: status and headers at once, the body as it arrives."""
+
+    __slots__ = (
+        "_buffered",
+        "_chunk_left",
+        "_chunked",
+        "_chunks",
+        "_conn",
+        "_crlf_due",
+        "_done",
+        "_error",
+        "_length_left",
+        "_partial",
+        "_paused",
+        "_trailers",
+        "_waiter",
+        "content_type",
+        "headers",
+        "keep_alive",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection, status: int, headers: list[tuple[str, str]], keep_alive: bool) -> None:
+        self._conn: _Connection | None = conn
+        self.status = status
+        self.headers = headers  # (lower-case name, value) in the order they came
+        self.content_type = ""
+        self.keep_alive = keep_alive
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: UpstreamError | None = None
+        self._done = False
+        self._chunked = False
+        self._length_left = -1  # -1: no Content-Length (chunked, or until the connection closes)
+        self._chunk_left = 0
+        self._crlf_due = False
+        self._trailers = False
+        self._partial = b""
+        for name, value in headers:
+            if name == "content-type":
+                self.content_type = value
+                break
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    # --- reading (the relay's side) ----------------------------------------------------
+
+    async def readany(self) -> bytes:
+        """Every body byte that arrived since the last call; b"" once the body is complete."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return b""
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused and self._conn is not None:
+            self._paused = False
+            self._conn.resume_reading()
+        return data
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def release(self) -> None:
+        """Done with this answer: the connection goes back to the pool if it is whole."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finished(reusable=self._done and self.keep_alive and self._error is None)
+
+    def close(self) -> None:
+        """Done with this answer, and its connection is not to be reused (e.g. abandoned)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finished(reusable=False)
+
+    # --- feeding (the connection's side) --------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _deliver(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _PAUSE_AT and not self._paused and self._conn is not None:
+            self._paused = True
+            self._conn.pause_reading()
+
+    def _finish_body(self, extra: bool) -> None:
+        self._done = True
+        if extra:  # bytes after the end of the answer: nothing was asked, so never reuse
+            self.keep_alive = False
+
+    def feed(self, data: bytes) -> None:
+        if self._done:
+            self.keep_alive = False
+            return
+        if self._chunked:
+            self._feed_chunked(data)
+        elif self._length_left >= 0:
+            left = self._length_left
+            if len(data) <= left:
+                self._deliver(data)
+                left -= len(data)
+            else:
+                self._deliver(data[:left])
+                left = 0
+                self.keep_alive = False
+            self._length_left = left
+            if left == 0:
+                self._finish_body(False)
+        else:
+            self._deliver(data)
+        self._wake()
+
+    def _feed_chunked(self, data: bytes) -> None:
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        pos = 0
+        end_of_data = len(data)
+        while pos < end_of_data:
+            if self._chunk_left:
+                take = min(self._chunk_left, end_of_data - pos)
+                self._deliver(data if take == end_of_data else data[pos : pos + take])
+                self._chunk_left -= take
+                pos += take
+                self._crlf_due = self._chunk_left == 0
+                continue
+            if self._crlf_due:
+                if end_of_data - pos < 2:
+                    self._partial = data[pos:]
+                    return
+                if data[pos : pos + 2] != b"\r\n":
+                    self._fail_framing("a chunk did not end with CRLF")
+                    return
+                pos += 2
+                self._crlf_due = False
+                continue
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                if end_of_data - pos > 4096:
+                    self._fail_framing("a chunk-size line is too long")
+                else:
+                    self._partial = data[pos:]
+                return
+            line = data[pos:line_end]
+            pos = line_end + 2
+            if self._trailers:
+                if not line:  # the empty line after the trailers ends the body
+                    self._finish_body(pos < end_of_data)
+                    return
+                continue
+            size_field = line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(size_field):
+                self._fail_framing("a chunk size was not hexadecimal")
+                return
+            size = int(size_field, 16)
+            if size == 0:
+                self._trailers = True
+            else:
+                self._chunk_left = size
+
+    def _fail_framing(self, why: str) -> None:
+        self.keep_alive = False
+        self._error = UpstreamError(f"the upstream answer broke HTTP/1.1 framing: {why}")
+        if self._conn is not None:
+            self._conn.abort()
+
+    def lost(self, exc: Exception | None) -> None:
+        """The connection closed: the end of a read-until-close body, else an error."""
+        if not self._done:
+            if not self._chunked and self._length_left < 0:
+                self._done = True
+            elif self._error is None:
+                self._error = UpstreamError("the upstream closed the connection mid-answer")
+                if exc is not None:
+                    self._error.__cause__ = exc
+        self.keep_alive = False
+        self._wake()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; carries one request at a time."""
+
+    def __init__(self, pool: PlanClient) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.response: Response | None = None
+        self.head = b""
+        self.head_waiter: asyncio.Future[Response] | None = None
+        self.method = "POST"
+        self.idle_since = 0.0
+
+    # asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        response = self.response
+        if response is not None:
+            response.feed(data)
+            return
+        if self.head_waiter is None:  # bytes nobody asked for: the connection is unusable
+            self.abort()
+            return
+        head = self.head + data if self.head else data
+        while True:
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(head) > _HEAD_LIMIT:
+                    self._head_failed(UpstreamError("the upstream response head is too large"))
+                else:
+                    self.head = head
+                return
+            try:
+                response = self._parse_head(head[:end])
+            except (ValueError, UnicodeError) as exc:
+                self._head_failed(UpstreamError(f"the upstream response head is not HTTP/1.1: {exc}"))
+                return
+            rest = head[end + 4 :]
+            if response is not None:
+                break
+            head = rest  # an interim 1xx answer: the real head follows
+        self.head = b""
+        self.response = response
+        waiter, self.head_waiter = self.head_waiter, None
+        if not waiter.done():
+            waiter.set_result(response)
+        if rest:
+            response.feed(rest)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.pool.forget(self)
+        if self.head_waiter is not None:
+            self._head_failed(UpstreamError("the upstream closed the connection before answering"), exc)
+        if self.response is not None:
+            self.response.lost(exc)
+
+    # ---------------------------------------------------------------------------------
+
+    def _head_failed(self, error: UpstreamError, cause: Exception | None = None) -> None:
+        waiter, self.head_waiter = self.head_waiter, None
+        if cause is not None:
+            error.__cause__ = cause
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.abort()
+
+    def _parse_head(self, raw: bytes) -> Response | None:
+        lines = raw.decode("utf-8", "replace").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise ValueError(f"status line {lines[0][:40]!r}")
+        status = int(rest[:3])
+        if 100 <= status < 200:
+            if status == 101:
+                raise ValueError("unexpected 101 Switching Protocols")
+            return None
+        headers: list[tuple[str, str]] = []
+        length: int | None = None
+        chunked = False
+        keep_alive = version == "HTTP/1.1"
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise ValueError(f"header line {line[:40]!r}")
+            lname = name.lower()
+            value = value.strip()
+            headers.append((lname, value))
+            if lname == "content-length":
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise ValueError("bad Content-Length")
+                length = int(value)
+            elif lname == "transfer-encoding":
+                chunked = value.lower().rsplit(",", 1)[-1].strip() == "chunked"
+                keep_alive = keep_alive and chunked  # other codings end at the close
+            elif lname == "connection":
+                tokens = {token.strip() for token in value.lower().split(",")}
+                if "close" in tokens:
+                    keep_alive = False
+                elif "keep-alive" in tokens:
+                    keep_alive = True
+        response = Response(self, status, headers, keep_alive)
+        if self.method == "HEAD" or status in _NO_BODY_STATUSES:
+            response._done = True
+        elif chunked:
+            response._chunked = True
+        elif length is not None:
+            response._length_left = length
+            if length == 0:
+                response._done = True
+        else:
+            response.keep_alive = False  # read until the connection closes
+        return response
+
+    # the pool's and the response's side -----------------------------------------------
+
+    def send(self, method: str, request_head: bytes, body: bytes | None) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self.method = method
+        waiter = self.head_waiter = asyncio.get_running_loop().create_future()
+        if body:
+            self.transport.write(request_head + body)
+        else:
+            self.transport.write(request_head)
+        return waiter
+
+    def finished(self, reusable: bool) -> None:
+        self.response = None
+        if reusable and self.transport is not None and not self.transport.is_closing():
+            self.pool.put(self)
+        else:
+            self.abort()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+
+class PlanClient:
+    """Keep-alive HTTP/1.1 connections to one origin, handed out one request at a time."""
+
+    def __init__(self, base_url: str, *, connect_timeout: float, keepalive: float = 60.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        default_port = self.port == (443 if parts.scheme == "https" else 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = host if default_port else f"{host}:{self.port}"
+        self.prefix = parts.path.rstrip("/")
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parts.scheme == "https" else None
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @property
+    def in_use(self) -> int:
+        """Connections carrying a request or an answer not yet released (tests check 0)."""
+        return len(self._open) - len(self._idle)
+
+    async def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> Response:
+        """Send one request and wait for the response head. `target` is path + query.
+
+        Cancelling (e.g. a timeout) before the head arrives closes the connection.
+        """
+        if self._closed:
+            raise UpstreamError("the plan client is closed")
+        lines = [f"{method} {self.prefix}{target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        if body is not None or method == "POST":
+            lines.append(f"Content-Length: {len(body) if body else 0}\r\n")
+        lines.append("\r\n")
+        request_head = "".join(lines).encode("utf-8")
+        conn = self._take()
+        if conn is None:
+            conn = await self._connect()
+        try:
+            return await conn.send(method, request_head, body)
+        except BaseException:
+            conn.abort()
+            raise
+
+    def _take(self) -> _Connection | None:
+        idle = self._idle
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
+            if conn.usable and now - conn.idle_since < self.keepalive:
+                return conn
+            conn.abort()
+        return None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl is not None else None,
+                )
+        except TimeoutError:
+            raise UpstreamError(f"connecting to the upstream took over {self.connect_timeout:g} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError(f"could not connect to the upstream: {exc.__class__.__name__}") from exc
+        if self._closed:
+            conn.abort()
+            raise UpstreamError("the plan client is closed")
+        self._open.add(conn)
+        return conn
+
+    def put(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.abort()
+            return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        self._idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.keepalive, self._sweep)
+
+    def forget(self, conn: _Connection) -> None:
+        self._open.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    def _sweep(self) -> None:
+        """Close connections idle for `keepalive` seconds (the oldest sit at the bottom)."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        kept = []
+        for conn in self._idle:
+            if now - conn.idle_since >= self.keepalive:
+                conn.abort()  # connection_lost → forget
+            else:
+                kept.append(conn)
+        self._idle = kept
+        if kept:
+            oldest = min(c.idle_since for c in kept)
+            self._sweeper = loop.call_at(oldest + self.keepalive, self._sweep)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._open):
+            conn.abort()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let connection_lost callbacks run
