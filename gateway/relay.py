@@ -199,6 +199,7 @@ class Relay:
             if ex.stream and upstream.status == 200 and upstream.content_type.startswith("text/event-stream"):
                 if probing:
                     self.circuits.record_probe(ctx.key_id, True, None)
+                body = None  # the plan is answering: no fallback can need the body now
                 return await self._relay_stream(request, ex, upstream)
             try:
                 payload = await upstream.read()
@@ -220,12 +221,21 @@ class Relay:
         return await self._plan_failed(request, ex, body, probing, reply, None)
 
     async def _read_body(self, request: web.Request, ex: Exchange) -> bytes:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise errors.RequestTooLarge(
-                f"Request body exceeds the maximum of {self.config.max_body_bytes} bytes."
-            ) from None
+        # Read from the stream rather than `request.read()`, which keeps a second copy of
+        # the body on the request for its whole life: 50 KB per open Claude Code stream.
+        limit = self.config.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise errors.RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
+        read = request.content.readany
+        chunks = []
+        size = 0
+        while chunk := await read():
+            size += len(chunk)
+            if size > limit:
+                raise errors.RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
+            chunks.append(chunk)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             envelope = _decode_envelope(body)
         except msgspec.ValidationError as exc:

@@ -363,10 +363,12 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.method = method
         waiter = self.head_waiter = asyncio.get_running_loop().create_future()
-        if body:
-            self.transport.write(request_head + body)
-        else:
+        if not body:
             self.transport.write(request_head)
+        elif len(body) < 16384:
+            self.transport.write(request_head + body)  # one segment
+        else:
+            self.transport.writelines((request_head, body))  # no copy of a large body
         return waiter
 
     def finished(self, reusable: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -250,8 +251,15 @@ async def test_body_over_the_limit_gets_413(
     big = orjson.dumps({**BODY, "system": "x" * 5000})
     status, _, body = await post(http, f"{gw.url}/ak/{key}/v1/messages", big)
     assert_anthropic_error(status, body, 413, "request_too_large")
-    [row] = await gw.usage_rows()
-    assert row["status"] == 413
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for start in range(0, len(big), 1000):
+            yield big[start : start + 1000]
+
+    async with http.post(f"{gw.url}/ak/{key}/v1/messages", data=chunked()) as response:
+        assert_anthropic_error(response.status, await response.read(), 413, "request_too_large")
+    rows = await gw.usage_rows()
+    assert [row["status"] for row in rows] == [413, 413]
 
 
 async def test_unreachable_upstream_gets_an_anthropic_shaped_5xx(gateway_factory, http: aiohttp.ClientSession) -> None:  # type: ignore[no-untyped-def]
