@@ -32,7 +32,7 @@ import asyncio
 import dataclasses
 import itertools
 from collections import deque
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import orjson
 from aiohttp import web
@@ -253,7 +253,7 @@ class FakeAnthropic:
         self.requests: list[Seen] = []
         self.sent: list[bytes] = []  # the exact bytes of each streamed body, for byte-for-byte checks
         self.record = True
-        self._cache: dict[tuple[str, int, str], bytes] = {}
+        self._cache: dict[tuple[str, int, str], list[bytes]] = {}
 
     def queue(self, *scenarios: str) -> None:
         self.scripted.extend(scenarios)
@@ -373,11 +373,12 @@ class FakeAnthropic:
             )
         return await self._stream(request, kind, arg, model)
 
-    def _events_body(self, kind: str, n: int, model: str) -> bytes:
-        key = (kind, n, model)
+    def _events(self, n: int, model: str) -> list[bytes]:
+        """`events:N` as a list of whole events, cached: the bench asks for the same few."""
+        key = ("events", n, model)
         cached = self._cache.get(key)
         if cached is None:
-            cached = b"".join(stream_events(kind, model, n))
+            cached = stream_events("events", model, n)
             if len(self._cache) < 256:
                 self._cache[key] = cached
         return cached
@@ -393,10 +394,12 @@ class FakeAnthropic:
         )
         await response.prepare(request)
         if kind == "events":
-            body = self._events_body("events", int(arg or 20), model)
-            await response.write(body)
+            # One write per event, as the real API sends each event when it is generated.
+            events = self._events(int(arg or 20), model)
+            for event in events:
+                await response.write(event)
             if self.record:
-                self.sent.append(body)
+                self.sent.append(b"".join(events))
             await response.write_eof()
             return response
         if kind == "paced_events":
@@ -468,8 +471,11 @@ class FastServer(asyncio.Protocol):
     Serves `/v1/messages` (every non-streaming kind; streams of text, tool_use, thinking,
     cache, error_midstream, events:N, paced_events:N:MS; usage_limit and status:CODE),
     `/_fake/default` and `/_fake/queue`. Other scenarios get a 501 naming `--fast`.
-    Bodies equal the aiohttp mode's; a stream goes out as one chunk per write.
+    Bodies equal the aiohttp mode's; `events:N` goes out one chunk and one write per event,
+    other streams as one chunk.
     """
+
+    framed: ClassVar[dict[tuple[int, str], list[bytes]]] = {}  # events:N as HTTP chunks, for every connection
 
     def __init__(self, fake: FakeAnthropic) -> None:
         self.fake = fake
@@ -595,9 +601,19 @@ class FastServer(asyncio.Protocol):
             self._pace(loop, events, 0, loop.time(), float(ms or 10) / 1000)
             return
         if kind == "events":
-            body = fake._events_body("events", int(arg or 20), model)
-        else:
-            body = b"".join(stream_events(kind, model))
+            # One chunk and one write per event, as the real API sends each event when it
+            # is generated (the relay meets them as separate reads unless they queue up).
+            key = (int(arg or 20), model)
+            framed = self.framed.get(key)
+            if framed is None:
+                framed = self.framed[key] = [_chunk(event) for event in fake._events(*key)]
+            write = self.transport.write
+            write(head)
+            for chunk in framed:
+                write(chunk)
+            write(b"0\r\n\r\n")
+            return
+        body = b"".join(stream_events(kind, model))
         self.transport.write(head + _chunk(body) + b"0\r\n\r\n")
 
     def _pace(

@@ -17,7 +17,11 @@ PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 # A real newline before "event:" means a line start: JSON in data lines escapes newlines,
 # so model text that happens to contain "event: message_start" cannot match.
-_MARKER = b"\nevent: "
+# Only the events that matter are looked for, not every event line: a 200-event stream
+# has 3 or 4 of them, so the scan costs two `bytes.find` passes per chunk.
+_EVENT_LINE = b"\nevent: "
+_MESSAGE_MARKER = _EVENT_LINE + b"message_"
+_ERROR_MARKER = _EVENT_LINE + b"error"
 _INTERESTING = (b"message_start", b"message_delta", b"error")
 _TAIL = 40  # longer than any marker we look for, so a marker split across chunks is seen
 
@@ -153,11 +157,14 @@ class UsageScanner:
     def _scan(self, data: bytes, start: int) -> None:
         find = data.find
         while True:
-            at = find(_MARKER, start)
+            at = find(_MESSAGE_MARKER, start)
+            error_at = find(_ERROR_MARKER, start, len(data) if at < 0 else at)
+            if error_at >= 0:
+                at = error_at
             if at < 0:
                 self._carry = data[max(start, len(data) - _TAIL) :]
                 return
-            name_at = at + len(_MARKER)
+            name_at = at + len(_EVENT_LINE)
             name_end = find(b"\n", name_at)
             if name_end < 0:
                 # The event line itself is split; keep it for the next chunk.

@@ -29,6 +29,22 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
+# Chunk-size lines seen so far and their values: event sizes repeat, and a dict lookup
+# is cheaper than validating and converting the hex each time. Bounded.
+_CHUNK_SIZES: dict[bytes, int] = {}
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunk-size line (extensions ignored); -1 if it is not one."""
+    field = line.split(b";", 1)[0].strip(b" \t")
+    if not _HEX.fullmatch(field):
+        return -1
+    size = int(field, 16)
+    if len(_CHUNK_SIZES) < 4096:
+        _CHUNK_SIZES[line] = size
+    return size
+
+
 class UpstreamError(Exception):
     """The upstream connection failed, or broke HTTP/1.1, before the answer was complete."""
 
@@ -169,52 +185,92 @@ class Response:
         self._wake()
 
     def _feed_chunked(self, data: bytes) -> None:
+        # The hot loop of a relayed stream: one pass per chunk (the API sends one event per
+        # chunk), slicing each whole chunk out directly. Everything else (a chunk split
+        # across reads, extensions, trailers) takes the step-by-step path below.
         if self._partial:
             data = self._partial + data
             self._partial = b""
-        pos = 0
-        end_of_data = len(data)
-        while pos < end_of_data:
-            if self._chunk_left:
-                take = min(self._chunk_left, end_of_data - pos)
-                self._deliver(data if take == end_of_data else data[pos : pos + take])
-                self._chunk_left -= take
-                pos += take
-                self._crlf_due = self._chunk_left == 0
-                continue
-            if self._crlf_due:
-                if end_of_data - pos < 2:
-                    self._partial = data[pos:]
+        pos = self._continue_chunk(data, 0) if self._chunk_left or self._crlf_due else 0
+        size_of = len(data)
+        find = data.find
+        out = self._chunks
+        added = 0
+        while 0 <= pos < size_of and not self._trailers:
+            line_end = find(b"\r\n", pos)
+            if line_end < 0:
+                if size_of - pos > 4096:
+                    self._fail_framing("a chunk-size line is too long")
                     return
-                if data[pos : pos + 2] != b"\r\n":
+                self._partial = data[pos:]
+                break
+            field = data[pos:line_end]
+            size = _CHUNK_SIZES.get(field, -1)
+            if size < 0:
+                size = _chunk_size(field)
+                if size < 0:
+                    self._fail_framing("a chunk size was not hexadecimal")
+                    return
+            start = line_end + 2
+            if size == 0:
+                self._trailers = True
+                pos = start
+                break
+            end = start + size
+            if end + 2 <= size_of:
+                if data[end : end + 2] != b"\r\n":
                     self._fail_framing("a chunk did not end with CRLF")
                     return
-                pos += 2
-                self._crlf_due = False
-                continue
+                out.append(data[start:end])
+                added += size
+                pos = end + 2
+            else:  # the chunk goes on in the next read
+                self._chunk_left = size
+                pos = self._continue_chunk(data, start)
+        if added:
+            self._buffered += added
+            if self._buffered > _PAUSE_AT and not self._paused and self._conn is not None:
+                self._paused = True
+                self._conn.pause_reading()
+        if self._trailers and pos >= 0:
+            self._feed_trailers(data, pos)
+
+    def _continue_chunk(self, data: bytes, pos: int) -> int:
+        """Consume the rest of a chunk begun earlier; the position after it, or -1 when
+        `data` ran out first (the state is kept for the next read)."""
+        size_of = len(data)
+        if self._chunk_left:
+            take = min(self._chunk_left, size_of - pos)
+            if take:
+                self._deliver(data if take == size_of else data[pos : pos + take])
+            self._chunk_left -= take
+            pos += take
+            if self._chunk_left:
+                return -1
+            self._crlf_due = True
+        if size_of - pos < 2:
+            self._partial = data[pos:]
+            return -1
+        if data[pos : pos + 2] != b"\r\n":
+            self._fail_framing("a chunk did not end with CRLF")
+            return -1
+        self._crlf_due = False
+        return pos + 2
+
+    def _feed_trailers(self, data: bytes, pos: int) -> None:
+        size_of = len(data)
+        while pos < size_of:
             line_end = data.find(b"\r\n", pos)
             if line_end < 0:
-                if end_of_data - pos > 4096:
-                    self._fail_framing("a chunk-size line is too long")
+                if size_of - pos > 4096:
+                    self._fail_framing("a trailer line is too long")
                 else:
                     self._partial = data[pos:]
                 return
-            line = data[pos:line_end]
-            pos = line_end + 2
-            if self._trailers:
-                if not line:  # the empty line after the trailers ends the body
-                    self._finish_body(pos < end_of_data)
-                    return
-                continue
-            size_field = line.split(b";", 1)[0].strip()
-            if not _HEX.fullmatch(size_field):
-                self._fail_framing("a chunk size was not hexadecimal")
+            if line_end == pos:  # the empty line after the trailers ends the body
+                self._finish_body(line_end + 2 < size_of)
                 return
-            size = int(size_field, 16)
-            if size == 0:
-                self._trailers = True
-            else:
-                self._chunk_left = size
+            pos = line_end + 2
 
     def _fail_framing(self, why: str) -> None:
         self.keep_alive = False
