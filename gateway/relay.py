@@ -254,8 +254,7 @@ class Relay:
         target = upstream_path + "?" + query if query else upstream_path
         first_byte_timeout = self.config.plan_first_byte_timeout if ex.stream else self.config.plan_nonstream_timeout
         try:
-            async with asyncio.timeout(first_byte_timeout):
-                return await self.plan.request(request.method, target, headers, body)
+            return await self.plan.request(request.method, target, headers, body, first_byte_timeout)
         except TimeoutError:
             ex.plan_outcome = "timeout"
             raise errors.UpstreamUnavailable("The upstream API did not answer in time.") from None

@@ -253,12 +253,14 @@ async def test_an_idle_connection_the_server_closed_is_not_used() -> None:
 
 
 async def test_a_timeout_before_the_head_closes_the_connection(client: PlanClient, scripted: Scripted) -> None:
-    scripted.replies = [[b""]]  # never answered
+    scripted.replies = [[b""], [b""]]  # never answered
     with pytest.raises(TimeoutError):
+        await client.request("POST", "/v1/messages", {}, b"{}", head_timeout=0.1)
+    with pytest.raises(TimeoutError):  # a caller's own deadline works the same
         async with asyncio.timeout(0.1):
             await client.request("POST", "/v1/messages", {}, b"{}")
     await asyncio.sleep(0.05)
-    assert client.in_use == 0 and not client._idle
+    assert client.in_use == 0 and not client._idle and scripted.connections == 2
 
 
 async def test_a_large_body_is_read_with_bounded_buffering(client: PlanClient, scripted: Scripted) -> None:
