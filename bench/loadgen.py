@@ -150,13 +150,39 @@ class ResponseParser:
             self.will_close = True
 
     def _chunked(self, data: bytes, t: float) -> bool:
+        # Whole chunks are sliced out in one step and the read's payload is counted once
+        # (every event in it arrived at `t`): the generator must stay cheaper per event
+        # than what it measures.
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        pieces: list[bytes] = []
         pos = 0
         size = len(data)
-        while pos < size or self._state == _DONE:
+        find = data.find
+        while pos < size:
             state = self._state
-            if state == _CHUNK_DATA:
+            if state == _CHUNK_SIZE:
+                end = find(b"\r\n", pos)
+                if end < 0:
+                    self._buf = data[pos:]
+                    break
+                try:
+                    chunk = int(data[pos:end].split(b";", 1)[0], 16)
+                except ValueError as exc:
+                    raise ProtocolError(f"bad chunk size {data[pos:end][:40]!r}") from exc
+                pos = end + 2
+                if chunk == 0:
+                    self._state = _TRAILER
+                elif pos + chunk + 2 <= size:
+                    pieces.append(data[pos : pos + chunk])
+                    pos += chunk + 2
+                else:
+                    self._state = _CHUNK_DATA
+                    self._remaining = chunk
+            elif state == _CHUNK_DATA:
                 take = min(self._remaining, size - pos)
-                self._payload(data[pos : pos + take] if (pos or take < size) else data, t)
+                pieces.append(data[pos : pos + take] if (pos or take < size) else data)
                 pos += take
                 self._remaining -= take
                 if self._remaining == 0:
@@ -168,35 +194,16 @@ class ResponseParser:
                 self._remaining -= take
                 if self._remaining == 0:
                     self._state = _CHUNK_SIZE
-            elif state == _CHUNK_SIZE:
-                buf = self._buf + data[pos:] if self._buf else data[pos:]
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    self._buf = buf
-                    return False
-                self._buf = b""
-                try:
-                    chunk = int(buf[:end].split(b";", 1)[0], 16)
-                except ValueError as exc:
-                    raise ProtocolError(f"bad chunk size {buf[:end][:40]!r}") from exc
-                data, pos, size = buf, end + 2, len(buf)
-                if chunk == 0:
-                    self._state = _TRAILER
-                else:
-                    self._state = _CHUNK_DATA
-                    self._remaining = chunk
-            elif state == _TRAILER:
-                buf = self._buf + data[pos:] if self._buf else data[pos:]
-                if buf.startswith(b"\r\n"):
-                    self._buf = b""
+            else:  # _TRAILER
+                rest = data[pos:]
+                if rest.startswith(b"\r\n") or rest.find(b"\r\n\r\n") >= 0:
+                    if pieces:
+                        self._payload(b"".join(pieces), t)
                     return self._finish(t)
-                if buf.find(b"\r\n\r\n") >= 0:
-                    self._buf = b""
-                    return self._finish(t)
-                self._buf = buf
-                return False
-            else:  # _DONE
-                return True
+                self._buf = rest
+                break
+        if pieces:
+            self._payload(pieces[0] if len(pieces) == 1 else b"".join(pieces), t)
         return False
 
     def _payload(self, data: bytes, t: float) -> None:
