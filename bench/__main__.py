@@ -66,6 +66,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed (default: only on failures)"
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the load side to CPU 0 and the started gateway to the others (see bench/README.md)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no per-second lines")
     return parser.parse_args(argv)
 
@@ -98,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         streams=args.streams,
         progress=not args.no_progress,
+        pinning=None if args.no_pin else scenarios.pin_cpus(),
     )
     names = list(scenarios.SCENARIOS) if args.scenario == "all" else [args.scenario]
     # 1,000 streams are 2-3 sockets each here and in the processes we start (they inherit)
@@ -128,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": {
             "procs": options.procs,
             "fake_mode": options.fake_mode,
+            "pinning": None
+            if options.pinning is None
+            else {"load_side": sorted(options.pinning[0]), "gateway": sorted(options.pinning[1])},
             "target": options.target,
             "compare": options.compare,
             "gateway_env": gateway_env,

@@ -188,6 +188,18 @@ def _other_load(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pinning(report: dict[str, Any]) -> list[str]:
+    pinning = report.get("options", {}).get("pinning")
+    if not pinning:
+        return ["CPU pinning: none (`--no-pin`, or one CPU): the gateway shares every core with the load side.", ""]
+    return [
+        f"CPU pinning in the throughput and bedrock scenarios: the load side (load generator, fakes) on "
+        f"CPU {pinning['load_side']}, the gateway and its PostgreSQL on CPU {pinning['gateway']}; the "
+        'other scenarios run unpinned (see bench/README.md, "CPU pinning").',
+        "",
+    ]
+
+
 def markdown(report: dict[str, Any], plot_prefix: str = "", details: bool = True) -> str:
     m = report["machine"]
     lines = [
@@ -203,6 +215,7 @@ def markdown(report: dict[str, Any], plot_prefix: str = "", details: bool = True
         "upstream directly (`direct`); *added* values are proxy percentile − direct "
         "percentile, ratios are proxy ÷ direct. See bench/README.md.",
         "",
+        *_pinning(report),
         *_other_load(report),
         "## Targets",
         "",

@@ -68,11 +68,30 @@ class Options:
     compare: list[str] = dataclasses.field(default_factory=list)
     procs: int = 1
     fake_mode: str = "fast"
+    # (load side, gateway) CPU sets, or None: see `pin_cpus`
+    pinning: tuple[frozenset[int], frozenset[int]] | None = None
     gateway_env: dict[str, str] = dataclasses.field(default_factory=dict)
     duration: float | None = None
     concurrency: int | None = None
     streams: int | None = None
     progress: bool = True
+
+
+def pin_cpus() -> tuple[frozenset[int], frozenset[int]] | None:
+    """The CPU sets for `Stack.pinned()`: the first CPU for the load side, the others for
+    the gateway. None on a single-CPU machine."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return frozenset(cpus[:1]), frozenset(cpus[1:])
+
+
+def _set_affinity(pids: list[int], cpus: frozenset[int]) -> None:
+    for pid in pids:  # every thread: the affinity of a pid is its main thread's only
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
 
 
 def log(message: str) -> None:
@@ -316,10 +335,41 @@ class Stack:
         self.logs[name] = path
         with open(path, "wb") as out:
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
             )
         self.procs.append((name, proc))
         return proc
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Saturating phases: the load side (this process, so the load generator it starts,
+        and the fakes) on the first CPU, the gateway it started (with its PostgreSQL) on
+        the others; every CPU again afterwards.
+
+        Unpinned on a 2-core machine, a saturated gateway competes with the fake and the
+        load generator, so the ratio prices its CPU twice: as its own work and as the
+        load-side work it displaces. Pinned, both phases run the same load side on the same
+        CPU, and the gateway has what a deployment gives it: its own core, with the
+        upstream and the clients elsewhere. A `--target` gateway is left alone.
+        """
+        pinning = self.options.pinning
+        if pinning is None:
+            yield
+            return
+        load, gateway = pinning
+        side = [os.getpid(), *(pid for pid in (self.fake_pid, self.fake_bedrock_pid) if pid)]
+        tree = list(self.gateway_tree.pids()) if self.gateway_tree and not self.options.target else []
+        _set_affinity(side, load)
+        _set_affinity(tree, gateway)
+        try:
+            yield
+        finally:
+            _set_affinity(side + tree, load | gateway)
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         path = self.logs.get(name)
@@ -898,26 +948,27 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
         modes = (("stream", "events:200", True),)
     phases: dict[str, dict[str, Any]] = {}
     try:
-        for mode, fake_scenario, stream in modes:
+        with stack.pinned():
+            for mode, fake_scenario, stream in modes:
 
-            def default(endpoint: Endpoint, scenario: str = fake_scenario) -> str:
-                # through Bedrock, the fake plan answers 429 usage_limit to everything
-                # that does not name a scenario; the direct baseline names events:200
-                return "usage_limit" if bedrock and endpoint is not direct else scenario
+                def default(endpoint: Endpoint, scenario: str = fake_scenario) -> str:
+                    # through Bedrock, the fake plan answers 429 usage_limit to everything
+                    # that does not name a scenario; the direct baseline names events:200
+                    return "usage_limit" if bedrock and endpoint is not direct else scenario
 
-            label = f"{'bedrock' if bedrock else 'throughput'} {mode}"
-            phases[mode], _ = run_rounds(
-                stack,
-                [direct, *proxies],
-                rounds,
-                label,
-                default,
-                stream=stream,
-                concurrency=concurrency,
-                duration=seconds / rounds,
-                warmup=warmup,
-                credential=credential,
-            )
+                label = f"{'bedrock' if bedrock else 'throughput'} {mode}"
+                phases[mode], _ = run_rounds(
+                    stack,
+                    [direct, *proxies],
+                    rounds,
+                    label,
+                    default,
+                    stream=stream,
+                    concurrency=concurrency,
+                    duration=seconds / rounds,
+                    warmup=warmup,
+                    credential=credential,
+                )
     finally:
         if bedrock:
             stack.set_default("text")
