@@ -135,7 +135,8 @@ class Response:
         """Done with this answer: the connection goes back to the pool if it is whole."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.finished(reusable=self._done and self.keep_alive and self._error is None)
+            # A paused connection is reused only after its reader drained it and resumed.
+            conn.finished(reusable=self._done and self.keep_alive and self._error is None and not self._paused)
 
     def close(self) -> None:
         """Done with this answer, and its connection is not to be reused (e.g. abandoned)."""

@@ -273,6 +273,15 @@ async def test_a_large_body_is_read_with_bounded_buffering(client: PlanClient, s
     response.release()
 
 
+async def test_a_paused_answer_released_unread_is_not_reused(client: PlanClient, scripted: Scripted) -> None:
+    scripted.replies = [ok(bytes(2 * _PAUSE_AT))]
+    response = await client.request("POST", "/v1/messages", {}, b"{}")
+    await asyncio.sleep(0.2)
+    assert response._paused
+    response.release()  # a paused socket back in the pool would hang the next request
+    assert not client._idle
+
+
 async def test_idle_connections_are_closed_after_keepalive(scripted: Scripted) -> None:
     scripted.replies = [ok(b"x")]
     plan = PlanClient(f"http://127.0.0.1:{scripted.port}", connect_timeout=2, keepalive=0.05)
