@@ -295,6 +295,8 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; carries one request at a time."""
 
+    __slots__ = ("head", "head_waiter", "idle_since", "method", "pool", "response", "transport")
+
     def __init__(self, pool: PlanClient) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
