@@ -21,8 +21,7 @@ from aiohttp import web
 
 from gateway import bedrock, circuit, envelope, errors, keys, limits, log, metrics, price_table, pricing, sse, usage
 from gateway.config import Config
-from gateway.upstream import PlanClient, UpstreamError
-from gateway.upstream import Response as PlanResponse
+from gateway.upstream import PlanClient, PlanResponse, UpstreamError
 
 logger = structlog.get_logger("gateway.relay")
 
@@ -40,6 +39,10 @@ _USAGE_EVENTS = frozenset({b"message_start", b"message_delta", b"error", b"messa
 
 _ZERO = Decimal(0)
 _ERROR_CLASSES = frozenset({"network_error", "timeout", "server_error", "api_error", "overloaded_error"})
+
+
+def _too_large(limit: int) -> errors.RequestTooLarge:
+    return errors.RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
 
 
 def _always() -> bool:
@@ -226,14 +229,14 @@ class Relay:
         limit = self.config.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
-            raise errors.RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
+            raise _too_large(limit)  # without reading it
         read = request.content.readany
         chunks = []
         size = 0
         while chunk := await read():
             size += len(chunk)
             if size > limit:
-                raise errors.RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
+                raise _too_large(limit)
             chunks.append(chunk)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:

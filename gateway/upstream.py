@@ -49,7 +49,7 @@ class UpstreamError(Exception):
     """The upstream connection failed, or broke HTTP/1.1, before the answer was complete."""
 
 
-class Response:
+class PlanResponse:
     """One upstream answer: status and headers at once, the body as it arrives."""
 
     __slots__ = (
@@ -300,9 +300,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, pool: PlanClient) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.response: Response | None = None
+        self.response: PlanResponse | None = None
         self.head = b""
-        self.head_waiter: asyncio.Future[Response] | None = None
+        self.head_waiter: asyncio.Future[PlanResponse] | None = None
         self.method = "POST"
         self.idle_since = 0.0
 
@@ -369,7 +369,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(error)
         self.abort()
 
-    def _parse_head(self, raw: bytes) -> Response | None:
+    def _parse_head(self, raw: bytes) -> PlanResponse | None:
         lines = raw.decode("utf-8", "replace").split("\r\n")
         version, _, rest = lines[0].partition(" ")
         if version not in ("HTTP/1.1", "HTTP/1.0"):
@@ -403,7 +403,7 @@ class _Connection(asyncio.Protocol):
                     keep_alive = False
                 elif "keep-alive" in tokens:
                     keep_alive = True
-        response = Response(self, status, headers, keep_alive)
+        response = PlanResponse(self, status, headers, keep_alive)
         if self.method == "HEAD" or status in _NO_BODY_STATUSES:
             response._done = True
         elif chunked:
@@ -418,7 +418,7 @@ class _Connection(asyncio.Protocol):
 
     # the pool's and the response's side -----------------------------------------------
 
-    def send(self, method: str, request_head: bytes, body: bytes | None) -> asyncio.Future[Response]:
+    def send(self, method: str, request_head: bytes, body: bytes | None) -> asyncio.Future[PlanResponse]:
         assert self.transport is not None
         self.method = method
         waiter = self.head_waiter = asyncio.get_running_loop().create_future()
@@ -488,7 +488,7 @@ class PlanClient:
 
     async def request(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None, head_timeout: float | None = None
-    ) -> Response:
+    ) -> PlanResponse:
         """Send one request and wait for the response head. `target` is path + query.
 
         `head_timeout` bounds the wait for the head, connecting included (TimeoutError). It is a

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.upstream import _PAUSE_AT, PlanClient, Response, UpstreamError, _Connection
+from gateway.upstream import _PAUSE_AT, PlanClient, PlanResponse, UpstreamError, _Connection
 
 # A reply is the list of byte pieces the server writes (1 ms apart), or None to close the
 # connection without answering.
@@ -163,7 +163,7 @@ def test_chunked_framing_survives_any_split(
     pieces: list[bytes], cuts: list[int], extension: bytes, trailer: bytes
 ) -> None:
     wire = b"".join(b"%X%s\r\n%s\r\n" % (len(p), extension, p) for p in pieces) + b"0\r\n" + trailer + b"\r\n"
-    response = Response(_Connection(PlanClient("http://h", connect_timeout=1)), 200, [], keep_alive=True)
+    response = PlanResponse(_Connection(PlanClient("http://h", connect_timeout=1)), 200, [], keep_alive=True)
     response._chunked = True
     bounds = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
     for start, end in itertools.pairwise(bounds):
