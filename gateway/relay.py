@@ -564,41 +564,44 @@ class Relay:
             self.writer.add(event)
         is_error = status >= 500 or ex.error_class in _ERROR_CLASSES
         self.counters.observe(ex.provider, status, latency_ms, ex.is_fallback, is_error)
-        log.request_logger().info(
-            "request_completed",
-            request_id=ex.request_id,
-            key_prefix=ctx.prefix + "…" if ctx is not None else keys.mask(key),
-            user=ctx.user_name if ctx is not None else None,
-            endpoint=ex.endpoint,
-            provider_attempted="plan" if ex.plan_outcome != "circuit_open" and ex.provider != "none" else ex.provider,
-            plan_outcome=ex.plan_outcome,
-            provider=ex.provider,
-            fallback=ex.is_fallback,
-            fallback_state=ex.fallback_state,
-            status=status,
-            error_class=ex.error_class,
-            model=ex.model,
-            upstream_model=ex.upstream_model,
-            stream=ex.stream,
-            input_tokens=counts.input_tokens if counts else 0,
-            output_tokens=counts.output_tokens if counts else 0,
-            cache_creation_input_tokens=counts.cache_creation if counts else 0,
-            cache_read_input_tokens=counts.cache_read if counts else 0,
-            cost_usd=float(cost),
-            latency_ms=round(latency_ms, 3),
-            ttfb_ms=round(ttfb_ms, 3) if ttfb_ms is not None else None,
-            session_id=ex.session_id,
-            **log.emf(
-                log.REQUEST_METRICS,
-                {
-                    "RequestCount": 1,
-                    "RequestLatency": round(latency_ms, 3),
-                    "ErrorCount": int(is_error),
-                    "FallbackCount": int(ex.is_fallback),
-                    "BedrockTokensUsed": bedrock_tokens,
-                    "BedrockCost": float(cost),
-                },
-            ),
+        log.request_line(
+            {
+                "request_id": ex.request_id,
+                "key_prefix": ctx.prefix + "…" if ctx is not None else keys.mask(key),
+                "user": ctx.user_name if ctx is not None else None,
+                "endpoint": ex.endpoint,
+                "provider_attempted": "plan"
+                if ex.plan_outcome != "circuit_open" and ex.provider != "none"
+                else ex.provider,
+                "plan_outcome": ex.plan_outcome,
+                "provider": ex.provider,
+                "fallback": ex.is_fallback,
+                "fallback_state": ex.fallback_state,
+                "status": status,
+                "error_class": ex.error_class,
+                "model": ex.model,
+                "upstream_model": ex.upstream_model,
+                "stream": ex.stream,
+                "input_tokens": counts.input_tokens if counts else 0,
+                "output_tokens": counts.output_tokens if counts else 0,
+                "cache_creation_input_tokens": counts.cache_creation if counts else 0,
+                "cache_read_input_tokens": counts.cache_read if counts else 0,
+                "cost_usd": float(cost),
+                "latency_ms": round(latency_ms, 3),
+                "ttfb_ms": round(ttfb_ms, 3) if ttfb_ms is not None else None,
+                "session_id": ex.session_id,
+                **log.emf(
+                    log.REQUEST_METRICS,
+                    {
+                        "RequestCount": 1,
+                        "RequestLatency": round(latency_ms, 3),
+                        "ErrorCount": int(is_error),
+                        "FallbackCount": int(ex.is_fallback),
+                        "BedrockTokensUsed": bedrock_tokens,
+                        "BedrockCost": float(cost),
+                    },
+                ),
+            }
         )
 
 
