@@ -45,6 +45,12 @@ def _chunk_size(line: bytes) -> int:
     return size
 
 
+def _retrieve(task: asyncio.Task[list[tuple[int, str, int]]]) -> None:
+    # Every caller may have given up waiting; the failure is theirs to report, not the loop's.
+    if not task.cancelled():
+        task.exception()
+
+
 class UpstreamError(Exception):
     """The upstream connection failed, or broke HTTP/1.1, before the answer was complete."""
 
@@ -463,7 +469,9 @@ class _Connection(asyncio.Protocol):
 class PlanClient:
     """Keep-alive HTTP/1.1 connections to one origin, handed out one request at a time."""
 
-    def __init__(self, base_url: str, *, connect_timeout: float, keepalive: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, *, connect_timeout: float, keepalive: float = 60.0, dns_ttl: float = 300.0
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -480,6 +488,13 @@ class PlanClient:
         self._open: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        # Resolved addresses, shared by every new connection for `dns_ttl` seconds: a burst
+        # of new streams would otherwise queue one getaddrinfo each in the thread pool.
+        self.dns_ttl = dns_ttl
+        self._addresses: list[tuple[int, str, int]] = []
+        self._resolved_at = 0.0
+        self._resolving: asyncio.Task[list[tuple[int, str, int]]] | None = None
+        self.resolutions = 0
 
     @property
     def in_use(self) -> int:
@@ -530,21 +545,57 @@ class PlanClient:
             conn.abort()
         return None
 
-    async def _connect(self) -> _Connection:
+    async def _resolve(self) -> list[tuple[int, str, int]]:
+        """(family, address, port) of the upstream, cached for `dns_ttl`. One lookup runs at
+        a time, as its own task, so a caller that times out does not cancel it for others."""
+        loop = asyncio.get_running_loop()
+        if self._addresses and loop.time() - self._resolved_at < self.dns_ttl:
+            return self._addresses
+        if self._resolving is None:
+            self._resolving = loop.create_task(self._lookup())
+            self._resolving.add_done_callback(_retrieve)
+        return await asyncio.shield(self._resolving)
+
+    async def _lookup(self) -> list[tuple[int, str, int]]:
         loop = asyncio.get_running_loop()
         try:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        finally:
+            self._resolving = None
+        self.resolutions += 1
+        addresses = [(int(family), str(addr[0]), int(addr[1])) for family, _, _, _, addr in infos]
+        if not addresses:
+            raise OSError(f"no address for {self.host}")
+        self._addresses = addresses
+        self._resolved_at = loop.time()
+        return addresses
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        conn: _Connection | None = None
+        try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self),
-                    self.host,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.host if self.ssl is not None else None,
-                )
+                addresses = await self._resolve()
+                for index, (family, address, port) in enumerate(addresses):
+                    try:
+                        _, conn = await loop.create_connection(
+                            lambda: _Connection(self),
+                            address,
+                            port,
+                            family=family,
+                            ssl=self.ssl,
+                            server_hostname=self.host if self.ssl is not None else None,
+                        )
+                        break
+                    except OSError:
+                        if index == len(addresses) - 1:
+                            self._addresses = []  # resolve again next time: the upstream may have moved
+                            raise
         except TimeoutError:
             raise UpstreamError(f"connecting to the upstream took over {self.connect_timeout:g} s") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(f"could not connect to the upstream: {exc.__class__.__name__}") from exc
+        assert conn is not None
         if self._closed:
             conn.abort()
             raise UpstreamError("the plan client is closed")

@@ -295,6 +295,31 @@ async def test_idle_connections_are_closed_after_keepalive(scripted: Scripted) -
     await plan.close()
 
 
+async def test_new_connections_share_one_name_lookup(scripted: Scripted) -> None:
+    scripted.replies = [ok(b"x") for _ in range(6)]
+    plan = PlanClient(f"http://localhost:{scripted.port}", connect_timeout=2, dns_ttl=0.2)
+
+    async def one() -> bytes:
+        response = await plan.request("POST", "/v1/messages", {}, b"{}")
+        body = await response.read()
+        response.close()  # so the next request needs a new connection
+        return body
+
+    assert await asyncio.gather(*(one() for _ in range(5))) == [b"x"] * 5
+    assert (scripted.connections, plan.resolutions) == (5, 1)
+    await asyncio.sleep(0.3)  # past the TTL: looked up again
+    assert await one() == b"x"
+    assert plan.resolutions == 2
+    await plan.close()
+
+
+async def test_a_name_that_does_not_resolve_raises() -> None:
+    plan = PlanClient("http://no-such-host.invalid", connect_timeout=2)
+    with pytest.raises(UpstreamError):
+        await plan.request("POST", "/v1/messages", {}, b"{}")
+    await plan.close()
+
+
 async def test_a_refused_connection_raises() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
