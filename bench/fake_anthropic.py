@@ -374,14 +374,8 @@ class FakeAnthropic:
         return await self._stream(request, kind, arg, model)
 
     def _events(self, n: int, model: str) -> list[bytes]:
-        """`events:N` as a list of whole events, cached: the bench asks for the same few."""
-        key = ("events", n, model)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = stream_events("events", model, n)
-            if len(self._cache) < 256:
-                self._cache[key] = cached
-        return cached
+        """`events:N` as a list of whole events."""
+        return fakes.cached(self._cache, ("events", n, model), lambda: stream_events("events", model, n))
 
     async def _stream(self, request: web.Request, kind: str, arg: str, model: str) -> web.StreamResponse:
         response = web.StreamResponse(

@@ -308,13 +308,7 @@ class FakeBedrock:
         )
 
     def _events_body(self, n: int, model: str) -> bytes:
-        key = ("events", n, model)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = stream_body("events", model, n)
-            if len(self._cache) < 256:
-                self._cache[key] = cached
-        return cached
+        return fakes.cached(self._cache, ("events", n, model), lambda: stream_body("events", model, n))
 
     async def invoke_stream(self, request: web.Request) -> web.StreamResponse:
         scenario, refusal = await self._admit(request)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
+
+T = TypeVar("T")
 
 
 async def serve_app(app: web.Application, host: str, port: int, label: str) -> None:
@@ -35,3 +38,14 @@ def run(serve: Callable[[str, int, str], Awaitable[None]], args: argparse.Namesp
     except ImportError:  # pragma: no cover
         pass
     asyncio.run(serve(args.host, args.port, args.default))  # type: ignore[arg-type]
+
+
+def cached(cache: dict[tuple[str, int, str], T], key: tuple[str, int, str], make: Callable[[], T]) -> T:
+    """A canned stream body from `cache`, made on first use; the bench asks for the same few,
+    so the cache stops growing at 256 entries."""
+    value = cache.get(key)
+    if value is None:
+        value = make()
+        if len(cache) < 256:
+            cache[key] = value
+    return value
