@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
-import psycopg
 
 from gateway import circuit, db, envelope, errors, keys, limits, price_table, pricing, teams, usage, users
 from gateway import config as config_mod
@@ -521,14 +520,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sync: Callable[[config_mod.Config, argparse.Namespace], int] = args.sync
         try:
             return sync(config, args)
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            psycopg.Error,
-            db.QueryFileError,
-            db.MigrationError,
-        ) as exc:
+        except (db.QueryFileError, db.MigrationError) as exc:
+            print(f"ccproxy: cannot start: {_one_line(exc)}", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            if not _database_error(exc):
+                raise
             print(f"ccproxy: cannot start: {_one_line(exc)}", file=sys.stderr)
             return 1
     run: Callable[[config_mod.Config, argparse.Namespace], Coroutine[Any, Any, None]] = args.run
@@ -540,10 +537,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except db.QueryFileError as exc:
         print(f"ccproxy: {exc}", file=sys.stderr)
         return 1
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error) as exc:
+    except Exception as exc:
+        if not _database_error(exc):
+            raise
         print(f"ccproxy: cannot use the database: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _database_error(exc: BaseException) -> bool:
+    """A failure to reach or use PostgreSQL (or the disk under it), said in one line.
+    psycopg is looked up, not imported: only migrations load it, and `ccproxy serve`
+    would otherwise carry its ~5 MB for nothing."""
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)) or (
+        psycopg is not None and isinstance(exc, psycopg.Error)
+    )
 
 
 if __name__ == "__main__":

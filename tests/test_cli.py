@@ -137,7 +137,11 @@ def test_bad_settings_exit_2_naming_the_setting(open_tmp: Path, database_url: st
 def test_an_unreachable_database_is_a_message_not_a_traceback(open_tmp: Path) -> None:
     env = cli_env(open_tmp, database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/ccproxy")
     started = time.monotonic()
-    assert fails(env, "users", "list")
+    assert "cannot use the database" in fails(env, "users", "list")
+    assert "cannot use the database" in fails(env, "migrate")
+    serve = run_cli(env, "serve", "--port", str(free_port()), check=False)  # logs its start to stdout
+    assert serve.returncode == 1
+    assert serve.stderr.startswith("ccproxy: cannot start:"), serve.stderr
     assert time.monotonic() - started < 60
 
 
