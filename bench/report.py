@@ -289,7 +289,7 @@ def plot(scenario: dict[str, Any], out: Path) -> list[str]:
         fig, axes = plt.subplots(1, len(data["bars"]), figsize=(4 * len(data["bars"]), 3))
         axes = axes if len(data["bars"]) > 1 else [axes]
         for ax, (mode, values) in zip(axes, data["bars"].items(), strict=True):
-            stream = mode == "stream"
+            stream = mode.startswith("stream")
             _bars(ax, values, f"{scenario['name']} {mode}", "events/s" if stream else "requests/s")
     elif kind == "claude-code":
         fig, axes = plt.subplots(1, 2, figsize=(8, 3))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import os
 import shutil
@@ -34,6 +35,11 @@ PLAN_CREDENTIAL = "sk-ant-bench"
 BEDROCK_PLAN_CREDENTIAL = "sk-ant-bench-bedrock"  # its own plan credential: its own circuit
 FAKE_BEDROCK_API_KEY = "fake-bedrock-api-key"  # what bench/fake_bedrock.py accepts
 SCENARIOS = ("overhead", "throughput", "claude-code", "bedrock", "usage-writer")
+# The throughput ratios are judged against the aiohttp-served fake, an upstream built like
+# the gateway; the raw-asyncio fake answers for a tenth of the CPU and is reported beside
+# it as the stricter baseline (bench/README.md, "Baseline and ratios").
+REFERENCE_FAKE = "aiohttp"
+STRICT_FAKE = "fast"
 
 # The targets of issue 5 (full run, this 2-core machine, one gateway process).
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -311,8 +317,9 @@ class Stack:
         self.work.chmod(0o755)  # the embedded PostgreSQL runs as its own system user
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.logs: dict[str, Path] = {}
-        self.direct: Endpoint | None = None
+        self.direct: Endpoint | None = None  # the fake the gateway relays to
         self.fake_pid: int | None = None
+        self.fakes: dict[str, tuple[Endpoint, int]] = {}  # serving mode → (endpoint, pid)
         self.fake_bedrock_pid: int | None = None
         self.bedrock: Endpoint | None = None
         self.gateway: Endpoint | None = None  # the proxy under test (started or --target)
@@ -321,6 +328,7 @@ class Stack:
         self.compare: list[Endpoint] = []
         self.data_dir = self.work / "data"
         self.bedrock_keys: dict[str, str] = {}
+        self.key: str | None = None  # the bench user's access key (kept across restarts)
         self._gateway_failed: str | None = None
 
     # -- helpers
@@ -362,7 +370,8 @@ class Stack:
             yield
             return
         load, gateway = pinning
-        side = [os.getpid(), *(pid for pid in (self.fake_pid, self.fake_bedrock_pid) if pid)]
+        fakes = [pid for _, pid in self.fakes.values()] + [self.fake_bedrock_pid or 0]
+        side = [os.getpid(), *(pid for pid in fakes if pid)]
         tree = list(self.gateway_tree.pids()) if self.gateway_tree and not self.options.target else []
         _set_affinity(side, load)
         _set_affinity(tree, gateway)
@@ -391,16 +400,24 @@ class Stack:
     # -- fakes
 
     def start_fake(self) -> Endpoint:
+        """The fake the gateway relays to: `--direct`, else the `--fake-mode` one."""
         if self.direct is not None:
             return self.direct
         if self.options.direct:
             self.direct = Endpoint.from_url("direct", self.options.direct)
             return self.direct
+        self.direct, self.fake_pid = self._fake(self.options.fake_mode)
+        return self.direct
+
+    def _fake(self, mode: str) -> tuple[Endpoint, int]:
+        if mode in self.fakes:
+            return self.fakes[mode]
         port = free_port()
         argv = [sys.executable, "-m", "bench.fake_anthropic", "--port", str(port)]
-        if self.options.fake_mode == "fast":
+        if mode == "fast":
             argv.append("--fast")
-        proc = self._spawn("fake_anthropic", argv)
+        name = f"fake_anthropic_{mode}"
+        proc = self._spawn(name, argv)
         endpoint = Endpoint("direct", "127.0.0.1", port)
         deadline = time.monotonic() + 15
         while True:
@@ -409,11 +426,25 @@ class Stack:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fake anthropic did not start:\n{self.log_tail('fake_anthropic')}") from None
+                    raise RuntimeError(f"fake anthropic did not start:\n{self.log_tail(name)}") from None
                 time.sleep(0.05)
-        self.direct = endpoint
-        self.fake_pid = proc.pid
-        return endpoint
+        self.fakes[mode] = (endpoint, proc.pid)
+        return self.fakes[mode]
+
+    def use_fake(self, mode: str) -> bool:
+        """Relay to the `mode` fake from now on: start it if needed, and restart a gateway
+        started here on the same port and data (its keys stay valid). False when the run
+        cannot switch (`--direct` or `--target` fix the upstream)."""
+        if self.options.direct or self.options.target:
+            return False
+        endpoint, pid = self._fake(mode)
+        if endpoint is self.direct:
+            return True
+        self.direct, self.fake_pid = endpoint, pid
+        if self.gateway is not None:
+            self._stop_gateway()
+            self._start_gateway(port=self.gateway.port)
+        return True
 
     def set_default(self, scenario: str) -> None:
         """Make the fake answer `scenario` to requests without `x-fake-scenario` (the gateway
@@ -514,7 +545,7 @@ class Stack:
             self._gateway_failed = f"the gateway could not be set up: {exc}"
             raise
 
-    def _start_gateway(self) -> Endpoint:
+    def _start_gateway(self, port: int | None = None) -> Endpoint:
         self.start_fake()
         if self.options.target:
             self.gateway = Endpoint.from_url("target", self.options.target)
@@ -531,19 +562,21 @@ class Stack:
         if (REPO / "bench" / "fake_bedrock.py").exists():
             with contextlib.suppress(RuntimeError):
                 self.start_fake_bedrock()
-        port = free_port()
+        port = port or free_port()
         t0 = time.monotonic()
         proc = self._spawn("gateway", _cli_command("serve", "--port", str(port)), env=self.gateway_env())
         health = Endpoint("gateway", "127.0.0.1", port)
         self._wait_http("gateway", proc, health, "/health", 120)
         startup_s = time.monotonic() - t0
         self.gateway_tree = ProcTree(proc.pid, marker=str(self.data_dir))
-        self.cli("users", "create", "bench", "--json")
-        issued = self._json(self.cli("keys", "issue", "--user", "bench", "--json").stdout)
-        key = str(issued["key"])
-        self.gateway = Endpoint("gateway", "127.0.0.1", port, f"/ak/{key}")
+        if self.key is None:
+            self.cli("users", "create", "bench", "--json")
+            self.key = str(self._json(self.cli("keys", "issue", "--user", "bench", "--json").stdout)["key"])
+        self.gateway = Endpoint("gateway", "127.0.0.1", port, f"/ak/{self.key}")
         self.compare = [Endpoint.from_url(f"compare{i + 1}", url) for i, url in enumerate(self.options.compare)]
         self._warm(self.gateway, PLAN_CREDENTIAL)
+        if self.gateway_info:  # a restart: start-up and idle RSS are the first start's
+            return self.gateway
         time.sleep(0.5)
         rss = self.gateway_tree.rss()
         self.gateway_info = {
@@ -554,6 +587,16 @@ class Stack:
             "idle_postgres_rss_bytes": rss["postgres"],
         }
         return self.gateway
+
+    def _stop_gateway(self) -> None:
+        """SIGTERM the started gateway and wait: it drains, flushes usage and stops its
+        PostgreSQL."""
+        for name, proc in self.procs:
+            if name == "gateway" and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+        self.procs = [(name, proc) for name, proc in self.procs if name != "gateway"]
+        self._kill_strays()
 
     def _warm(self, endpoint: Endpoint, credential: str, limit: float = 20.0, default: str = "text") -> None:
         """Send a request until it answers 200 (the key cache may learn the key late)."""
@@ -930,48 +973,84 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return value / base
 
 
+def _throughput_phases(
+    stack: Stack,
+    modes: tuple[tuple[str, str, bool], ...],
+    *,
+    bedrock: bool,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    rounds: int,
+) -> dict[str, dict[str, Any]]:
+    """Each mode's rounds against the fake the gateway relays to now, directly and through
+    every proxy, with the CPUs pinned."""
+    direct = stack.start_fake()
+    stack.ensure_gateway()
+    proxies = [prepare_bedrock(stack)] if bedrock else stack.proxies()
+    credential = BEDROCK_PLAN_CREDENTIAL if bedrock else PLAN_CREDENTIAL
+    phases: dict[str, dict[str, Any]] = {}
+    with stack.pinned():
+        for mode, fake_scenario, stream in modes:
+
+            def default(endpoint: Endpoint, scenario: str = fake_scenario) -> str:
+                # through Bedrock, the fake plan answers 429 usage_limit to everything
+                # that does not name a scenario; the direct baseline names events:200
+                return "usage_limit" if bedrock and endpoint is not direct else scenario
+
+            phases[mode], _ = run_rounds(
+                stack,
+                [direct, *proxies],
+                rounds,
+                f"{'bedrock' if bedrock else 'throughput'} {mode}",
+                default,
+                stream=stream,
+                concurrency=concurrency,
+                duration=seconds / rounds,
+                warmup=warmup,
+                credential=credential,
+            )
+    return phases
+
+
 def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any]:
-    """c=64 closed loop: requests/s (non-streaming), events/s (200-event streams), CPU."""
+    """c=64 closed loop: requests/s (non-streaming), events/s (200-event streams), CPU.
+
+    The ratio targets are judged against the aiohttp-served fake (`REFERENCE_FAKE`); the
+    same phases then run against the raw-asyncio fake (`STRICT_FAKE`), reported beside
+    them without a target (bench/README.md, "Baseline and ratios"). `--direct` and
+    `--target` fix the upstream: then only that one is measured."""
     quick = stack.options.quick
     concurrency = stack.options.concurrency or (8 if quick else 64)
     seconds = stack.options.duration or (1.5 if quick else 20.0)
-    warmup = 0.5 if quick else 1.0
-    rounds = 1 if quick else 2
-    direct = stack.start_fake()
-    stack.ensure_gateway()
-    credential = PLAN_CREDENTIAL
-    proxies = stack.proxies()
+    run = functools.partial(
+        _throughput_phases,
+        stack,
+        bedrock=bedrock,
+        concurrency=concurrency,
+        seconds=seconds,
+        warmup=0.5 if quick else 1.0,
+        rounds=1 if quick else 2,
+    )
     modes: tuple[tuple[str, str, bool], ...] = (("nonstream", "text", False), ("stream", "events:200", True))
+    strict: dict[str, dict[str, Any]] = {}
+    fake = "given" if stack.options.direct or stack.options.target else stack.options.fake_mode
     if bedrock:
-        proxies = [prepare_bedrock(stack)]
-        credential = BEDROCK_PLAN_CREDENTIAL
-        modes = (("stream", "events:200", True),)
-    phases: dict[str, dict[str, Any]] = {}
-    try:
-        with stack.pinned():
-            for mode, fake_scenario, stream in modes:
-
-                def default(endpoint: Endpoint, scenario: str = fake_scenario) -> str:
-                    # through Bedrock, the fake plan answers 429 usage_limit to everything
-                    # that does not name a scenario; the direct baseline names events:200
-                    return "usage_limit" if bedrock and endpoint is not direct else scenario
-
-                label = f"{'bedrock' if bedrock else 'throughput'} {mode}"
-                phases[mode], _ = run_rounds(
-                    stack,
-                    [direct, *proxies],
-                    rounds,
-                    label,
-                    default,
-                    stream=stream,
-                    concurrency=concurrency,
-                    duration=seconds / rounds,
-                    warmup=warmup,
-                    credential=credential,
-                )
-    finally:
-        if bedrock:
+        try:
+            phases = run(modes[1:])
+        finally:
             stack.set_default("text")
+    elif stack.use_fake(REFERENCE_FAKE):
+        fake = REFERENCE_FAKE
+        try:
+            phases = run(modes)
+            stack.use_fake(STRICT_FAKE)
+            strict = run(modes)
+        finally:
+            stack.use_fake(stack.options.fake_mode)  # the other scenarios' fake
+    else:
+        phases = run(modes)
+    proxies = [prepare_bedrock(stack)] if bedrock else stack.proxies()
     names = [p.name for p in proxies]
     measures: list[dict[str, Any]] = []
     if not bedrock:
@@ -1040,11 +1119,45 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
             "cores",
             direct=max(phases[m]["direct"]["loadgen_cpu_cores"] or 0 for m in phases),
         ),
-        measure("errors", "errors", {p: float(sum(phases[m][p]["errors"] for m in phases)) for p in names}),
     ]
+    if strict:
+        ns, st = strict["nonstream"], strict["stream"]
+        measures += [
+            measure(
+                f"requests/s non-streaming c={concurrency} (× direct), {STRICT_FAKE} fake",
+                None,
+                {p: _ratio(ns[p]["requests_per_s"], ns["direct"]["requests_per_s"]) for p in names},
+                "× direct",
+                direct=1.0,
+            ),
+            measure(
+                f"requests/s non-streaming, {STRICT_FAKE} fake",
+                None,
+                {p: ns[p]["requests_per_s"] for p in names},
+                "req/s",
+                direct=ns["direct"]["requests_per_s"],
+            ),
+            measure(
+                f"events/s, 200-event streams c={concurrency} (× direct), {STRICT_FAKE} fake",
+                None,
+                {p: _ratio(st[p]["events_per_s"], st["direct"]["events_per_s"]) for p in names},
+                "× direct",
+                direct=1.0,
+            ),
+            measure(
+                f"events/s, 200-event streams, {STRICT_FAKE} fake",
+                None,
+                {p: st[p]["events_per_s"] for p in names},
+                "events/s",
+                direct=st["direct"]["events_per_s"],
+            ),
+        ]
+        phases.update({f"{mode}, {STRICT_FAKE} fake": by for mode, by in strict.items()})
+    everything = phases.values()
+    measures.append(measure("errors", "errors", {p: float(sum(by[p]["errors"] for by in everything)) for p in names}))
     bars = {
-        mode: {name: (s["events_per_s"] if mode == "stream" else s["requests_per_s"]) for name, s in by.items()}
-        for mode, by in phases.items()
+        group: {name: s["events_per_s" if group.startswith("stream") else "requests_per_s"] for name, s in by.items()}
+        for group, by in phases.items()
     }
     return {
         "measures": measures,
@@ -1053,9 +1166,10 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
         "params": {
             "concurrency": concurrency,
             "seconds": seconds,
-            "rounds": rounds,
-            "warmup_s_per_round": warmup,
+            "rounds": 1 if quick else 2,
             "procs": stack.options.procs,
+            "fake": fake,
+            "strict_fake": STRICT_FAKE if strict else None,
         },
     }
 

@@ -260,7 +260,7 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=150,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -283,3 +283,14 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
             assert (out / png).stat().st_size > 1000
     assert report["quick"] is True
     assert report["machine"]["cores"]
+    # The ratios are judged against the aiohttp-served fake; the same phases also ran
+    # against the fast fake (a gateway restarted on it), and the run ends on the fast one.
+    throughput = by_name["throughput"]
+    assert throughput["params"]["fake"] == scenarios.REFERENCE_FAKE == "aiohttp"
+    assert throughput["params"]["strict_fake"] == scenarios.STRICT_FAKE == "fast"
+    for group in ("nonstream", "stream", "nonstream, fast fake", "stream, fast fake"):
+        for endpoint in ("direct", "gateway"):
+            phase = throughput["phases"][group][endpoint]
+            assert phase["requests"] > 0 and phase["errors"] == 0, (group, endpoint, phase)
+    strict_rows = [row for row in throughput["measures"] if row["name"].endswith(", fast fake")]
+    assert len(strict_rows) == 4 and all(row["target"] is None for row in strict_rows)
