@@ -1151,6 +1151,19 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
                 "events/s",
                 direct=st["direct"]["events_per_s"],
             ),
+            measure(
+                f"gateway CPU per plan request, {STRICT_FAKE} fake",
+                None,
+                {p: ns[p].get("gateway_cpu_us_per_request") for p in names},
+                "µs",
+            ),
+            # The fast fake's events queue up and reach the gateway several to a read.
+            measure(
+                f"gateway CPU per relayed event, {STRICT_FAKE} fake",
+                None,
+                {p: st[p].get("gateway_cpu_us_per_event") for p in names},
+                "µs",
+            ),
         ]
         phases.update({f"{mode}, {STRICT_FAKE} fake": by for mode, by in strict.items()})
     everything = phases.values()

@@ -293,4 +293,4 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
             phase = throughput["phases"][group][endpoint]
             assert phase["requests"] > 0 and phase["errors"] == 0, (group, endpoint, phase)
     strict_rows = [row for row in throughput["measures"] if row["name"].endswith(", fast fake")]
-    assert len(strict_rows) == 4 and all(row["target"] is None for row in strict_rows)
+    assert len(strict_rows) == 6 and all(row["target"] is None for row in strict_rows)
