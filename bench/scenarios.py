@@ -1052,23 +1052,28 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
         phases = run(modes)
     proxies = [prepare_bedrock(stack)] if bedrock else stack.proxies()
     names = [p.name for p in proxies]
+
+    def rates(
+        by: dict[str, Any], field: str, unit: str, name: str, key: str | None, suffix: str = ""
+    ) -> list[dict[str, Any]]:
+        """A rate as its ratio to direct (judged when `key` names a target), then as measured."""
+        base = by["direct"][field]
+        return [
+            measure(
+                f"{name} c={concurrency} (× direct){suffix}",
+                key,
+                {p: _ratio(by[p][field], base) for p in names},
+                "× direct",
+                direct=1.0,
+            ),
+            measure(f"{name}{suffix}", None, {p: by[p][field] for p in names}, unit, direct=base),
+        ]
+
     measures: list[dict[str, Any]] = []
     if not bedrock:
         ns = phases["nonstream"]
         measures += [
-            measure(
-                f"requests/s non-streaming c={concurrency} (× direct)",
-                "nonstream_rps_ratio",
-                {p: _ratio(ns[p]["requests_per_s"], ns["direct"]["requests_per_s"]) for p in names},
-                direct=1.0,
-            ),
-            measure(
-                "requests/s non-streaming",
-                None,
-                {p: ns[p]["requests_per_s"] for p in names},
-                "req/s",
-                direct=ns["direct"]["requests_per_s"],
-            ),
+            *rates(ns, "requests_per_s", "req/s", "requests/s non-streaming", "nonstream_rps_ratio"),
             measure(
                 "gateway CPU per plan request",
                 "cpu_per_request",
@@ -1084,21 +1089,9 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
         ]
     st = phases["stream"]
     prefix = "Bedrock " if bedrock else ""
+    judged = None if bedrock else "stream_eps_ratio"  # the Bedrock path has no ratio target
     measures += [
-        measure(
-            f"{prefix}events/s, 200-event streams c={concurrency} (× direct)",
-            None if bedrock else "stream_eps_ratio",
-            {p: _ratio(st[p]["events_per_s"], st["direct"]["events_per_s"]) for p in names},
-            "× direct",
-            direct=1.0,
-        ),
-        measure(
-            f"{prefix}events/s, 200-event streams",
-            None,
-            {p: st[p]["events_per_s"] for p in names},
-            "events/s",
-            direct=st["direct"]["events_per_s"],
-        ),
+        *rates(st, "events_per_s", "events/s", f"{prefix}events/s, 200-event streams", judged),
         measure(
             f"{prefix}streams/s",
             None,
@@ -1122,52 +1115,27 @@ def scenario_throughput(stack: Stack, *, bedrock: bool = False) -> dict[str, Any
     ]
     if strict:
         ns, st = strict["nonstream"], strict["stream"]
+        suffix = f", {STRICT_FAKE} fake"
         measures += [
+            *rates(ns, "requests_per_s", "req/s", "requests/s non-streaming", None, suffix),
+            *rates(st, "events_per_s", "events/s", "events/s, 200-event streams", None, suffix),
             measure(
-                f"requests/s non-streaming c={concurrency} (× direct), {STRICT_FAKE} fake",
-                None,
-                {p: _ratio(ns[p]["requests_per_s"], ns["direct"]["requests_per_s"]) for p in names},
-                "× direct",
-                direct=1.0,
-            ),
-            measure(
-                f"requests/s non-streaming, {STRICT_FAKE} fake",
-                None,
-                {p: ns[p]["requests_per_s"] for p in names},
-                "req/s",
-                direct=ns["direct"]["requests_per_s"],
-            ),
-            measure(
-                f"events/s, 200-event streams c={concurrency} (× direct), {STRICT_FAKE} fake",
-                None,
-                {p: _ratio(st[p]["events_per_s"], st["direct"]["events_per_s"]) for p in names},
-                "× direct",
-                direct=1.0,
-            ),
-            measure(
-                f"events/s, 200-event streams, {STRICT_FAKE} fake",
-                None,
-                {p: st[p]["events_per_s"] for p in names},
-                "events/s",
-                direct=st["direct"]["events_per_s"],
-            ),
-            measure(
-                f"gateway CPU per plan request, {STRICT_FAKE} fake",
+                f"gateway CPU per plan request{suffix}",
                 None,
                 {p: ns[p].get("gateway_cpu_us_per_request") for p in names},
                 "µs",
             ),
             # The fast fake's events queue up and reach the gateway several to a read.
             measure(
-                f"gateway CPU per relayed event, {STRICT_FAKE} fake",
+                f"gateway CPU per relayed event{suffix}",
                 None,
                 {p: st[p].get("gateway_cpu_us_per_event") for p in names},
                 "µs",
             ),
         ]
         phases.update({f"{mode}, {STRICT_FAKE} fake": by for mode, by in strict.items()})
-    everything = phases.values()
-    measures.append(measure("errors", "errors", {p: float(sum(by[p]["errors"] for by in everything)) for p in names}))
+    errors: dict[str, float | None] = {p: float(sum(by[p]["errors"] for by in phases.values())) for p in names}
+    measures.append(measure("errors", "errors", errors))
     bars = {
         group: {name: s["events_per_s" if group.startswith("stream") else "requests_per_s"] for name, s in by.items()}
         for group, by in phases.items()

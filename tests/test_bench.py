@@ -284,7 +284,7 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert report["quick"] is True
     assert report["machine"]["cores"]
     # The ratios are judged against the aiohttp-served fake; the same phases also ran
-    # against the fast fake (a gateway restarted on it), and the run ends on the fast one.
+    # against the fast fake (on a gateway restarted to relay to it).
     throughput = by_name["throughput"]
     assert throughput["params"]["fake"] == scenarios.REFERENCE_FAKE == "aiohttp"
     assert throughput["params"]["strict_fake"] == scenarios.STRICT_FAKE == "fast"
