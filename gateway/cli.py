@@ -520,11 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sync: Callable[[config_mod.Config, argparse.Namespace], int] = args.sync
         try:
             return sync(config, args)
-        except (db.QueryFileError, db.MigrationError) as exc:
-            print(f"ccproxy: cannot start: {_one_line(exc)}", file=sys.stderr)
-            return 1
         except Exception as exc:
-            if not _database_error(exc):
+            if not (isinstance(exc, (db.QueryFileError, db.MigrationError)) or _database_error(exc)):
                 raise
             print(f"ccproxy: cannot start: {_one_line(exc)}", file=sys.stderr)
             return 1
