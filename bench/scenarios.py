@@ -883,69 +883,29 @@ def scenario_overhead(stack: Stack) -> dict[str, Any]:
             warmup=0.2,
         )
         plots[mode] = {name: cdf_points(r.first_event if stream else r.latency) for name, r in merged.items()}
-    d_ns, d_s = phases["nonstream"]["direct"], phases["stream"]["direct"]
     proxies = [e.name for e in stack.proxies()]
 
-    def added(mode: str, field: str, q: str) -> dict[str, float | None]:
-        base = (d_ns if mode == "nonstream" else d_s).get(field)
-        return {p: _added(phases[mode][p].get(field), base, q) for p in proxies}
-
+    # (name, target key or None, mode, field, percentile), in report order
+    rows = (
+        ("added latency, non-streaming", "added_latency_p50", "nonstream", "latency_ms", "p50"),
+        ("added latency, non-streaming", None, "nonstream", "latency_ms", "p90"),
+        ("added latency, non-streaming", "added_latency_p99", "nonstream", "latency_ms", "p99"),
+        ("added TTFB (first event), streaming", "added_ttfb_p50", "stream", "first_event_ms", "p50"),
+        ("added TTFB (first event), streaming", None, "stream", "first_event_ms", "p90"),
+        ("added TTFB (first event), streaming", None, "stream", "first_event_ms", "p99"),
+        ("added latency, streaming (20 events)", None, "stream", "latency_ms", "p50"),
+        ("added latency, streaming (20 events)", None, "stream", "latency_ms", "p99"),
+    )
     measures = [
-        measure(
-            "added latency, non-streaming, p50",
-            "added_latency_p50",
-            added("nonstream", "latency_ms", "p50"),
-            "ms",
-            direct=d_ns["latency_ms"]["p50"],
-        ),
-        measure(
-            "added latency, non-streaming, p90",
-            None,
-            added("nonstream", "latency_ms", "p90"),
-            "ms",
-            direct=d_ns["latency_ms"]["p90"],
-        ),
-        measure(
-            "added latency, non-streaming, p99",
-            "added_latency_p99",
-            added("nonstream", "latency_ms", "p99"),
-            "ms",
-            direct=d_ns["latency_ms"]["p99"],
-        ),
-        measure(
-            "added TTFB (first event), streaming, p50",
-            "added_ttfb_p50",
-            added("stream", "first_event_ms", "p50"),
-            "ms",
-            direct=d_s["first_event_ms"]["p50"],
-        ),
-        measure(
-            "added TTFB (first event), streaming, p90",
-            None,
-            added("stream", "first_event_ms", "p90"),
-            "ms",
-            direct=d_s["first_event_ms"]["p90"],
-        ),
-        measure(
-            "added TTFB (first event), streaming, p99",
-            None,
-            added("stream", "first_event_ms", "p99"),
-            "ms",
-            direct=d_s["first_event_ms"]["p99"],
-        ),
-        measure(
-            "added latency, streaming (20 events), p50",
-            None,
-            added("stream", "latency_ms", "p50"),
-            "ms",
-            direct=d_s["latency_ms"]["p50"],
-        ),
-        measure(
-            "added latency, streaming (20 events), p99",
-            None,
-            added("stream", "latency_ms", "p99"),
-            "ms",
-            direct=d_s["latency_ms"]["p99"],
+        *(
+            measure(
+                f"{name}, {q}",
+                key,
+                {p: _added(phases[mode][p].get(field), phases[mode]["direct"].get(field), q) for p in proxies},
+                "ms",
+                direct=phases[mode]["direct"][field][q],
+            )
+            for name, key, mode, field, q in rows
         ),
         measure(
             "errors",
