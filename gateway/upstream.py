@@ -110,12 +110,6 @@ class PlanResponse:
                 self.content_type = value
                 break
 
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
     # --- reading (the relay's side) ----------------------------------------------------
 
     async def readany(self) -> bytes:

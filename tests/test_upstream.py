@@ -108,7 +108,8 @@ def chunked(*pieces: bytes) -> list[bytes]:
 async def test_a_request_goes_out_as_sent_and_the_answer_comes_back(client: PlanClient, scripted: Scripted) -> None:
     scripted.replies = [ok(b'{"id":"msg_1"}')]
     response = await client.request("POST", "/v1/messages?beta=true", {"x-api-key": "k", "a": "b"}, b'{"m":1}')
-    assert (response.status, response.content_type, response.header("request-id")) == (200, "application/json", "req_1")
+    assert (response.status, response.content_type) == (200, "application/json")
+    assert ("request-id", "req_1") in response.headers
     assert response.headers[0] == ("content-type", "application/json")  # names lower-cased, order kept
     assert await response.read() == b'{"id":"msg_1"}'
     response.release()
