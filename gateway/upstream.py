@@ -46,6 +46,26 @@ def _chunk_size(line: bytes) -> int:
     return size
 
 
+def interleaved(addresses: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
+    """Addresses in the order RFC 8305 §4 tries them: families alternating, starting with
+    the resolver's first choice, each family keeping its own order."""
+    families: dict[int, list[tuple[int, str, int]]] = {}
+    for entry in addresses:
+        families.setdefault(entry[0], []).append(entry)
+    out = []
+    queues = list(families.values())
+    while queues:
+        out += [queue.pop(0) for queue in queues]
+        queues = [queue for queue in queues if queue]
+    return out
+
+
+def _drop_late_connection(task: asyncio.Task[_Connection]) -> None:
+    # An attempt that connected as it was being cancelled: nobody will use it.
+    if not task.cancelled() and task.exception() is None:
+        task.result().abort()
+
+
 def _retrieve(task: asyncio.Task[list[tuple[int, str, int]]]) -> None:
     # Every caller may have given up waiting; the failure is theirs to report, not the loop's.
     if not task.cancelled():
@@ -496,7 +516,13 @@ class PlanClient:
     """Keep-alive HTTP/1.1 connections to one origin, handed out one request at a time."""
 
     def __init__(
-        self, base_url: str, *, connect_timeout: float, keepalive: float = 60.0, dns_ttl: float = 300.0
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        keepalive: float = 60.0,
+        dns_ttl: float = 300.0,
+        attempt_delay: float = 0.25,  # RFC 8305 §8's recommended Connection Attempt Delay
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -508,7 +534,8 @@ class PlanClient:
         self.host_header = host if default_port else f"{host}:{self.port}"
         self.prefix = parts.path.rstrip("/")
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parts.scheme == "https" else None
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = connect_timeout  # per address (name resolution has its own)
+        self.attempt_delay = attempt_delay
         self.keepalive = keepalive
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
@@ -597,35 +624,69 @@ class PlanClient:
         return addresses
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 addresses = await self._resolve()
-                for index, (family, address, port) in enumerate(addresses):
-                    try:
-                        _, conn = await loop.create_connection(
-                            lambda: _Connection(self),
-                            address,
-                            port,
-                            family=family,
-                            ssl=self.ssl,
-                            server_hostname=self.host if self.ssl is not None else None,
-                        )
-                        break
-                    except OSError:
-                        if index == len(addresses) - 1:
-                            self._addresses = []  # resolve again next time: the upstream may have moved
-                            raise
         except TimeoutError:
-            raise PlanConnectionError(f"connecting to the upstream took over {self.connect_timeout:g} s") from None
-        except (OSError, ssl.SSLError) as exc:
+            raise PlanConnectionError(f"resolving {self.host} took over {self.connect_timeout:g} s") from None
+        except OSError as exc:
             raise PlanConnectionError(f"could not connect to the upstream: {exc.__class__.__name__}") from exc
-        assert conn is not None
+        conn = await self._race(interleaved(addresses))
         if self._closed:
             conn.abort()
             raise PlanConnectionError("the plan client is closed")
         self._open.add(conn)
+        return conn
+
+    async def _race(self, addresses: list[tuple[int, str, int]]) -> _Connection:
+        """Happy Eyeballs (RFC 8305 §5): the next address is tried as soon as the previous
+        attempt fails or `attempt_delay` passes without an answer, each attempt with its
+        own `connect_timeout`; the first connection made wins and the others are dropped.
+        So a first address that silently drops packets (a broken IPv6 route, typically)
+        costs the attempt delay, not the whole budget."""
+        loop = asyncio.get_running_loop()
+        waiting = list(addresses)
+        pending: set[asyncio.Task[_Connection]] = set()
+        failures: list[BaseException] = []
+        winner: _Connection | None = None
+        try:
+            while winner is None and (waiting or pending):
+                if waiting:
+                    pending.add(loop.create_task(self._attempt(*waiting.pop(0))))
+                done, pending = await asyncio.wait(
+                    pending, timeout=self.attempt_delay if waiting else None, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    failure = task.exception()
+                    if failure is not None:
+                        failures.append(failure)
+                    elif winner is None:
+                        winner = task.result()
+                    else:
+                        task.result().abort()  # two connected at once: keep one
+        finally:
+            for task in pending:
+                task.add_done_callback(_drop_late_connection)
+                task.cancel()
+        if winner is not None:
+            return winner
+        self._addresses = []  # resolve again next time: the upstream may have moved
+        if all(isinstance(f, TimeoutError) for f in failures):
+            raise PlanConnectionError(f"connecting to the upstream took over {self.connect_timeout:g} s")
+        failure = next(f for f in reversed(failures) if not isinstance(f, TimeoutError))
+        raise PlanConnectionError(f"could not connect to the upstream: {failure.__class__.__name__}") from failure
+
+    async def _attempt(self, family: int, address: str, port: int) -> _Connection:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.connect_timeout):
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self),
+                address,
+                port,
+                family=family,
+                ssl=self.ssl,
+                server_hostname=self.host if self.ssl is not None else None,
+            )
         return conn
 
     def put(self, conn: _Connection) -> None:

@@ -8,8 +8,10 @@ import contextlib
 import datetime
 import ipaddress
 import itertools
+import socket
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.upstream import _PAUSE_AT, PlanClient, PlanConnectionError, PlanResponse, _Connection
+from gateway.upstream import _PAUSE_AT, PlanClient, PlanConnectionError, PlanResponse, _Connection, interleaved
 
 # A reply is the list of byte pieces the server writes (1 ms apart), or None to close the
 # connection without answering.
@@ -413,3 +415,64 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_file, key_file
+
+
+# --- connecting: Happy Eyeballs (RFC 8305) --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dropping_address() -> Iterator[int]:
+    """A loopback port whose SYNs go unanswered, like a broken route: a listener with a
+    full accept backlog (Linux drops further SYNs silently)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname())
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        filler.close()
+        listener.close()
+
+
+def resolved_as(plan: PlanClient, addresses: list[tuple[int, str, int]]) -> None:
+    # What the cached name lookup holds, as a resolver with a dead first address answers.
+    plan._addresses = addresses
+    plan._resolved_at = asyncio.get_running_loop().time()
+
+
+def test_addresses_are_tried_with_families_alternating() -> None:
+    v6, v4 = socket.AF_INET6, socket.AF_INET
+    got = interleaved([(v6, "a", 1), (v6, "b", 1), (v6, "c", 1), (v4, "x", 1), (v4, "y", 1)])
+    assert [address for _, address, _ in got] == ["a", "x", "b", "y", "c"]
+
+
+async def test_an_address_that_drops_packets_costs_the_attempt_delay_not_the_whole_budget(
+    scripted: Scripted,
+) -> None:
+    scripted.replies = [ok(b"x")]
+    plan = PlanClient(f"http://127.0.0.1:{scripted.port}", connect_timeout=5, attempt_delay=0.05)
+    with dropping_address() as dead:
+        resolved_as(plan, [(socket.AF_INET, "127.0.0.1", dead), (socket.AF_INET, "127.0.0.1", scripted.port)])
+        started = time.monotonic()
+        response = await plan.request("POST", "/v1/messages", {}, b"{}", head_timeout=5)
+        assert await response.read() == b"x"
+        elapsed = time.monotonic() - started
+        response.release()
+        await plan.close()
+    assert elapsed < 2, elapsed  # the second address was tried after 50 ms, not after 5 s
+    assert scripted.connections == 1
+
+
+async def test_each_address_has_its_own_connect_budget() -> None:
+    plan = PlanClient("http://127.0.0.1:1", connect_timeout=0.3, attempt_delay=0.05)
+    with dropping_address() as first, dropping_address() as second:
+        resolved_as(plan, [(socket.AF_INET, "127.0.0.1", first), (socket.AF_INET, "127.0.0.1", second)])
+        started = time.monotonic()
+        with pytest.raises(PlanConnectionError, match=r"took over 0\.3 s"):
+            await plan.request("POST", "/v1/messages", {}, b"{}")
+        elapsed = time.monotonic() - started
+    await plan.close()
+    # both were tried in full: the second started 50 ms after the first, each ran 0.3 s
+    assert 0.33 <= elapsed < 1.5, elapsed
+    assert plan._addresses == []  # looked up again next time
