@@ -92,6 +92,15 @@ def _database_url(raw: str) -> str | None:
     return raw
 
 
+def _proxy_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    parts = urlsplit(raw if "://" in raw else "http://" + raw)  # curl reads host:port as http
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError("must be an http:// proxy URL (the tunnel to the upstream is CONNECT over plain TCP)")
+    return parts.geturl()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Setting:
     field: str
@@ -99,16 +108,19 @@ class Setting:
     parse: Callable[[str], Any]
     doc: str
     secret: bool = False
+    standard_env: str = ""  # a conventional variable read instead of CCPROXY_<FIELD>
 
     @property
     def env(self) -> str:
-        return "CCPROXY_" + self.field.upper()
+        return self.standard_env or "CCPROXY_" + self.field.upper()
 
 
-def setting(default: str, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Setting:
+def setting(
+    default: str, parse: Callable[[str], Any], doc: str, *, secret: bool = False, standard_env: str = ""
+) -> Setting:
     """A `Config` field's declaration (inside its `Annotated[...]`); the field's name is
     filled in when `SETTINGS` is derived."""
-    return Setting("", default, parse, doc, secret)
+    return Setting("", default, parse, doc, secret, standard_env)
 
 
 MiB = 1024 * 1024
@@ -267,6 +279,44 @@ class Config:
         setting("", _optional_str, "KMS key for Bedrock-key envelope encryption; empty uses a master key file."),
     ]
 
+    # Outbound proxies, under their conventional names (as curl and the AWS SDKs read them).
+    https_proxy: Annotated[
+        str | None,
+        setting(
+            "",
+            _proxy_url,
+            "Proxy for https:// upstreams (plan, Bedrock), reached with CONNECT; user:password@ allowed.",
+            secret=True,
+            standard_env="HTTPS_PROXY",
+        ),
+    ]
+    http_proxy: Annotated[
+        str | None,
+        setting("", _proxy_url, "Proxy for http:// upstreams (tests, bench).", secret=True, standard_env="HTTP_PROXY"),
+    ]
+    no_proxy: Annotated[
+        tuple[str, ...],
+        setting(
+            "",
+            _csv,
+            "Hosts reached directly: names (suffix match), IP addresses, or `*`.",
+            standard_env="NO_PROXY",
+        ),
+    ]
+
+    def proxy_for(self, url: str) -> str | None:
+        """The outbound proxy URL for an upstream URL, or None to connect directly."""
+        parts = urlsplit(url)
+        proxy = self.https_proxy if parts.scheme == "https" else self.http_proxy
+        if proxy is None:
+            return None
+        host = (parts.hostname or "").lower()
+        for entry in self.no_proxy:
+            entry = entry.lower().lstrip(".")
+            if entry == "*" or host == entry or host.endswith("." + entry):
+                return None
+        return proxy
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
@@ -310,7 +360,10 @@ def load(environ: Mapping[str, str], *, resolve_secret: SecretResolver = _resolv
         raise ConfigError(f"{unknown[0]}: unknown setting (known: see README settings table)")
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        raw = environ.get(setting.env, setting.default).strip()
+        raw = environ.get(setting.env, setting.default)
+        if setting.standard_env:  # curl and the AWS SDKs read the lower-case spelling too
+            raw = environ.get(setting.env.lower(), raw)
+        raw = raw.strip()
         if setting.secret and raw.startswith("arn:aws:secretsmanager:"):
             try:
                 raw = resolve_secret(raw).strip()

@@ -416,6 +416,7 @@ class Relay:
                     auth=auth,
                     region=region,
                     timeout=config.bedrock_timeout,
+                    proxy=config.proxy_for(base_url),
                 )
             except errors.GatewayError as exc:
                 return self._bedrock_failed(call, exc, failure, fields)
@@ -438,6 +439,7 @@ class Relay:
                 region=region,
                 timeout=config.bedrock_timeout,
                 on_event=counts.observe_sse,
+                proxy=config.proxy_for(base_url),
             )
         except errors.GatewayError as exc:
             return self._bedrock_failed(call, exc, failure, fields)

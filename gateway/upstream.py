@@ -17,12 +17,13 @@ been handed out, so a relay can tell "lost mid-stream" from "never answered".
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 import ssl
 from types import TracebackType
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 _HEAD_LIMIT = 64 * 1024  # the whole response head; the plan's are under 2 KiB
 _PAUSE_AT = 256 * 1024  # buffered body bytes before reading from the socket pauses
@@ -523,6 +524,7 @@ class PlanClient:
         keepalive: float = 60.0,
         dns_ttl: float = 300.0,
         attempt_delay: float = 0.25,  # RFC 8305 §8's recommended Connection Attempt Delay
+        proxy: str | None = None,  # http://[user:password@]host:port, tunnelled with CONNECT
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -534,6 +536,21 @@ class PlanClient:
         self.host_header = host if default_port else f"{host}:{self.port}"
         self.prefix = parts.path.rstrip("/")
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parts.scheme == "https" else None
+        # Through an outbound proxy, connections go to the proxy (its name is what gets
+        # resolved) and each becomes a CONNECT tunnel to the upstream before TLS starts.
+        self._tunnel_head: bytes | None = None
+        self._dial_host, self._dial_port = self.host, self.port
+        if proxy is not None:
+            via = urlsplit(proxy)
+            if via.scheme != "http" or not via.hostname:
+                raise ValueError("the outbound proxy must be an http:// URL")
+            self._dial_host, self._dial_port = via.hostname, via.port or 80
+            authority = f"{host}:{self.port}"
+            head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+            if via.username is not None:
+                credentials = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
+                head += f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
+            self._tunnel_head = (head + "\r\n").encode()
         self.connect_timeout = connect_timeout  # per address (name resolution has its own)
         self.attempt_delay = attempt_delay
         self.keepalive = keepalive
@@ -612,13 +629,13 @@ class PlanClient:
     async def _lookup(self) -> list[tuple[int, str, int]]:
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(self._dial_host, self._dial_port, type=socket.SOCK_STREAM)
         finally:
             self._resolving = None
         self.resolutions += 1
         addresses = [(int(family), str(addr[0]), int(addr[1])) for family, _, _, _, addr in infos]
         if not addresses:
-            raise OSError(f"no address for {self.host}")
+            raise OSError(f"no address for {self._dial_host}")
         self._addresses = addresses
         self._resolved_at = loop.time()
         return addresses
@@ -628,7 +645,7 @@ class PlanClient:
             async with asyncio.timeout(self.connect_timeout):
                 addresses = await self._resolve()
         except TimeoutError:
-            raise PlanConnectionError(f"resolving {self.host} took over {self.connect_timeout:g} s") from None
+            raise PlanConnectionError(f"resolving {self._dial_host} took over {self.connect_timeout:g} s") from None
         except OSError as exc:
             raise PlanConnectionError(f"could not connect to the upstream: {exc.__class__.__name__}") from exc
         conn = await self._race(interleaved(addresses))
@@ -674,20 +691,56 @@ class PlanClient:
         if all(isinstance(f, TimeoutError) for f in failures):
             raise PlanConnectionError(f"connecting to the upstream took over {self.connect_timeout:g} s")
         failure = next(f for f in reversed(failures) if not isinstance(f, TimeoutError))
+        if isinstance(failure, PlanConnectionError):  # the proxy's answer says more than a class name
+            raise failure
         raise PlanConnectionError(f"could not connect to the upstream: {failure.__class__.__name__}") from failure
 
     async def _attempt(self, family: int, address: str, port: int) -> _Connection:
         loop = asyncio.get_running_loop()
+        server_hostname = self.host if self.ssl is not None else None
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self),
-                address,
-                port,
-                family=family,
-                ssl=self.ssl,
-                server_hostname=self.host if self.ssl is not None else None,
-            )
+            if self._tunnel_head is None:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self),
+                    address,
+                    port,
+                    family=family,
+                    ssl=self.ssl,
+                    server_hostname=server_hostname,
+                )
+            else:
+                sock = await self._tunnel(family, address, port, self._tunnel_head)
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self), sock=sock, ssl=self.ssl, server_hostname=server_hostname
+                )
         return conn
+
+    @staticmethod
+    async def _tunnel(family: int, address: str, port: int, head: bytes) -> socket.socket:
+        """A TCP connection to the proxy at (address, port), turned into a tunnel to the
+        upstream with HTTP CONNECT (RFC 9110 §9.3.6); TLS to the upstream then runs inside."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (address, port))
+            await loop.sock_sendall(sock, head)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                piece = await loop.sock_recv(sock, 4096)
+                if not piece or len(answer) > _HEAD_LIMIT:
+                    raise PlanConnectionError("the outbound proxy closed the connection before opening the tunnel")
+                answer += piece
+            status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+            version, _, rest = status_line.partition(" ")
+            if not version.startswith("HTTP/1.") or not rest.startswith("200"):
+                raise PlanConnectionError(f"the outbound proxy refused the tunnel: {status_line[:60]}")
+            if not answer.endswith(b"\r\n\r\n"):  # the upstream cannot have spoken yet
+                raise PlanConnectionError("the outbound proxy sent bytes after opening the tunnel")
+            return sock
+        except BaseException:
+            sock.close()
+            raise
 
     def put(self, conn: _Connection) -> None:
         if self._closed:

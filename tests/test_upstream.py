@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from connect_proxy import ConnectProxy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -476,3 +477,46 @@ async def test_each_address_has_its_own_connect_budget() -> None:
     # both were tried in full: the second started 50 ms after the first, each ran 0.3 s
     assert 0.33 <= elapsed < 1.5, elapsed
     assert plan._addresses == []  # looked up again next time
+
+
+# --- an outbound proxy (HTTPS_PROXY / HTTP_PROXY) ---------------------------------------------------
+
+
+async def test_through_an_outbound_proxy_each_connection_is_a_connect_tunnel(scripted: Scripted) -> None:
+    scripted.replies = [ok(b"one"), ok(b"two")]
+    async with ConnectProxy() as proxy:
+        via = proxy.url.replace("http://", "http://me:p%40ss@")
+        plan = PlanClient(f"http://localhost:{scripted.port}", connect_timeout=2, proxy=via)
+        for expected in (b"one", b"two"):
+            async with await plan.request("POST", "/v1/messages", {}, b"{}") as response:
+                assert await response.read() == expected
+        await plan.close()
+    assert proxy.tunnels == [f"localhost:{scripted.port}"]  # one tunnel, kept alive
+    assert proxy.credentials == ["me:p@ss"]
+    assert scripted.connections == 1
+
+
+async def test_tls_to_the_upstream_runs_inside_the_tunnel(scripted: Scripted, open_tmp: Path) -> None:
+    cert_file, key_file = _self_signed(open_tmp)
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(cert_file, key_file)
+    scripted.replies = [ok(b"secure")]
+    server = await asyncio.start_server(scripted.handle, "127.0.0.1", 0, ssl=server_ssl)
+    port = server.sockets[0].getsockname()[1]
+    async with server, ConnectProxy() as proxy:
+        plan = PlanClient(f"https://localhost:{port}", connect_timeout=2, proxy=proxy.url)
+        assert plan.ssl is not None
+        plan.ssl.load_verify_locations(cert_file)  # the upstream's certificate is checked end to end
+        async with await plan.request("POST", "/v1/messages", {}, b"{}") as response:
+            assert await response.read() == b"secure"
+        await plan.close()
+    assert proxy.tunnels == [f"localhost:{port}"]
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_a_connection_error_naming_its_answer(scripted: Scripted) -> None:
+    async with ConnectProxy(refuse="407 Proxy Authentication Required") as proxy:
+        plan = PlanClient(f"http://localhost:{scripted.port}", connect_timeout=2, proxy=proxy.url)
+        with pytest.raises(PlanConnectionError, match=r"refused the tunnel: HTTP/1\.1 407"):
+            await plan.request("POST", "/v1/messages", {}, b"{}")
+        await plan.close()
+    assert scripted.connections == 0
