@@ -289,6 +289,18 @@ SETTINGS: tuple[Setting, ...] = (
         _optional_str,
         "KMS key for Bedrock-key envelope encryption; empty uses a master key file.",
     ),
+    Setting(
+        "quota_routing",
+        "true",
+        _bool,
+        "Route a key whose plan rejected it with a reset time straight to Bedrock until then.",
+    ),
+    Setting(
+        "quota_flush_seconds",
+        "5",
+        _float_range(0.1, 3600),
+        "How often the plan's latest quota readings are written for `ccproxy keys quota`.",
+    ),
 )
 
 
@@ -332,6 +344,8 @@ class Config:
     bedrock_strip_fields: tuple[str, ...]
     bedrock_timeout: float
     kms_key_id: str | None
+    quota_routing: bool
+    quota_flush_seconds: float
 
     @property
     def data_path(self) -> Path:

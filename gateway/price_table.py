@@ -27,15 +27,16 @@ def _row_price(row: Any) -> pricing.Price:
         cache_write_1h=row["cache_write_1h"],
         cache_read=row["cache_read"],
         effective_date=row["effective_date"],
+        provider=row["provider"],
     )
 
 
 async def load_book(database: db.Database) -> pricing.PriceBook:
-    """Defaults, with any operator row for the same model, region and date winning."""
-    rows = {(p.model, p.region, p.effective_date): p for p in pricing.default_rows()}
+    """Defaults, with any operator row for the same provider, model, region and date winning."""
+    rows = {(p.provider, p.model, p.region, p.effective_date): p for p in pricing.default_rows()}
     for record in await database.fetch("list-prices"):
         price = _row_price(record)
-        rows[(price.model, price.region, price.effective_date)] = price
+        rows[(price.provider, price.model, price.region, price.effective_date)] = price
     return pricing.PriceBook(rows.values())
 
 
@@ -52,6 +53,7 @@ async def upsert(database: db.Database, prices: list[pricing.Price]) -> int:
                 p.cache_write_1h,
                 p.cache_read,
                 p.effective_date,
+                p.provider,
             )
     return len(prices)
 
@@ -77,6 +79,9 @@ class PriceTable:
             self.book = await load_book(self._db)
         except Exception as exc:  # keep pricing with the last good table
             logger.warning("price_reload_failed", error=type(exc).__name__)
+
+    def lookup(self, model_id: str, region: str, at: dt.datetime, provider: str) -> pricing.Price | None:
+        return self.book.lookup(model_id, region, at, provider)
 
     def cost(
         self, model_id: str, region: str, at: dt.datetime, tokens: pricing.TokenCounts

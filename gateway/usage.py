@@ -48,11 +48,16 @@ class UsageEvent(msgspec.Struct, array_like=True):
     cache_creation_5m_tokens: int = 0
     cache_creation_1h_tokens: int = 0
     cache_read_input_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal | None = Decimal(0)  # None: unpriced (no price for the model yet)
     price_snapshot: dict[str, Any] | None = None
     latency_ms: float = 0.0
     ttfb_ms: float | None = None
     session_id: str | None = None
+    # The ledger (gateway/ledger.py): the same tokens at the provider's list price.
+    list_cost_usd: Decimal | None = Decimal(0)
+    list_price_snapshot: dict[str, Any] | None = None
+    unpriced: bool = False
+    region: str | None = None
 
 
 COLUMNS = tuple(UsageEvent.__struct_fields__)
@@ -320,7 +325,7 @@ async def summary(
     rows = await database.fetch("summarize-usage", granularity, since, until, group, report_tz, user)
     groups = [db.record_dict(r) for r in rows]
     totals: dict[str, Any] = {
-        name: sum((g[name] for g in groups), Decimal(0) if name == "cost_usd" else 0)
+        name: sum((g[name] for g in groups), Decimal(0) if name.endswith("cost_usd") else 0)
         for name in (
             "requests",
             "fallback_requests",
@@ -330,6 +335,7 @@ async def summary(
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
             "cost_usd",
+            "list_cost_usd",
         )
     }
     return {

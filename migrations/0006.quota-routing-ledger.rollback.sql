@@ -1,0 +1,18 @@
+DELETE FROM prices WHERE provider <> 'bedrock';
+ALTER TABLE prices DROP CONSTRAINT prices_pkey;
+ALTER TABLE prices ADD PRIMARY KEY (model, region, effective_date);
+ALTER TABLE prices DROP COLUMN provider;
+ALTER TABLE usage_rollups DROP COLUMN list_cost_usd;
+DROP INDEX usage_events_unpriced;
+UPDATE usage_events SET cost_usd = 0 WHERE cost_usd IS NULL;
+ALTER TABLE usage_events ALTER COLUMN cost_usd SET DEFAULT 0;
+ALTER TABLE usage_events ALTER COLUMN cost_usd SET NOT NULL;
+ALTER TABLE usage_events DROP COLUMN region;
+ALTER TABLE usage_events DROP COLUMN unpriced;
+ALTER TABLE usage_events DROP COLUMN list_price_snapshot;
+ALTER TABLE usage_events DROP COLUMN list_cost_usd;
+ALTER TABLE access_keys DROP COLUMN routing;
+ALTER TABLE users DROP COLUMN routing;
+ALTER TABLE teams DROP COLUMN routing;
+DROP TABLE quota_states;
+DROP FUNCTION notify_quota_change();
