@@ -57,7 +57,8 @@ class UsageEvent(msgspec.Struct, array_like=True):
     list_cost_usd: Decimal | None = Decimal(0)
     list_price_snapshot: dict[str, Any] | None = None
     unpriced: bool = False
-    region: str | None = None
+    region: str | None = None  # Bedrock's region (repricing needs it)
+    plan_outcome: str | None = None  # why the plan did not answer: SPEC §3 class, circuit_open, quota_exhausted, …
 
 
 COLUMNS = tuple(UsageEvent.__struct_fields__)

@@ -7,6 +7,7 @@ DROP INDEX usage_events_unpriced;
 UPDATE usage_events SET cost_usd = 0 WHERE cost_usd IS NULL;
 ALTER TABLE usage_events ALTER COLUMN cost_usd SET DEFAULT 0;
 ALTER TABLE usage_events ALTER COLUMN cost_usd SET NOT NULL;
+ALTER TABLE usage_events DROP COLUMN plan_outcome;
 ALTER TABLE usage_events DROP COLUMN region;
 ALTER TABLE usage_events DROP COLUMN unpriced;
 ALTER TABLE usage_events DROP COLUMN list_price_snapshot;

@@ -48,6 +48,9 @@ ALTER TABLE usage_events ADD COLUMN list_cost_usd numeric(18, 6);
 ALTER TABLE usage_events ADD COLUMN list_price_snapshot jsonb;
 ALTER TABLE usage_events ADD COLUMN unpriced boolean NOT NULL DEFAULT false;
 ALTER TABLE usage_events ADD COLUMN region text;
+-- Why a request went where it did, when the plan did not answer it: the plan's failure
+-- class (SPEC §3), circuit_open, quota_exhausted, or bedrock_only (the routing strategy).
+ALTER TABLE usage_events ADD COLUMN plan_outcome text;
 -- Rows written before this migration: a priced Bedrock row carries its Bedrock price in
 -- both columns, a row without tokens costs nothing either way; the others (plan rows with
 -- tokens, Bedrock rows that found no price) become unpriced, for `ccproxy pricing reprice`.

@@ -57,7 +57,7 @@ SELECT e.request_id, e.created_at, u.name AS user, k.prefix AS access_key_prefix
        e.error_class, e.stream, e.input_tokens, e.output_tokens,
        e.cache_creation_input_tokens, e.cache_creation_5m_tokens,
        e.cache_creation_1h_tokens, e.cache_read_input_tokens, e.cost_usd,
-       e.list_cost_usd, e.unpriced, e.latency_ms, e.ttfb_ms, e.session_id
+       e.list_cost_usd, e.unpriced, e.plan_outcome, e.latency_ms, e.ttfb_ms, e.session_id
 FROM usage_events e
 JOIN users u ON u.id = e.user_id
 JOIN access_keys k ON k.id = e.access_key_id
