@@ -163,9 +163,11 @@ class Quotas:
         """Take one plan answer's headers. Returns the reset time when this answer routes
         the key to Bedrock (a 429 that names a reset), else 0.0."""
         reading = parse(headers)
-        if reading is None:
-            return 0.0
         state = self._states.get(key_id)
+        if reading is None:
+            if state is not None and state.routed_until and status < 400:
+                self._clear(key_id, state)  # served again, even by an answer without the headers
+            return 0.0
         if state is None:
             state = self._states[key_id] = _State()
         state.reading = reading
@@ -188,11 +190,14 @@ class Quotas:
                 self._spawn(self._write_routed(key_id, state, reading, float(until)))
             return float(until)
         if status < 400 and state.routed_until:
-            # The reset passed and the plan serves again: back to plan first, everywhere.
-            state.routed_until = 0.0
-            logger.info("quota_route_cleared", access_key_id=key_id)
-            self._spawn(self._write_routed(key_id, state, reading, None))
+            self._clear(key_id, state)
         return 0.0
+
+    def _clear(self, key_id: int, state: _State) -> None:
+        """The reset passed and the plan serves again: back to plan first, everywhere."""
+        state.routed_until = 0.0
+        logger.info("quota_route_cleared", access_key_id=key_id)
+        self._spawn(self._write_routed(key_id, state, state.reading or Reading(), None))
 
     # --- metrics -----------------------------------------------------------------------------
 
@@ -232,7 +237,7 @@ class Quotas:
                 _ts(reading.reset),
                 reading.windows_json(),
                 _ts(until),
-                _ts(state.seen_at),
+                _ts(state.seen_at or time.time()),  # a state loaded from another instance has no reading here
             )
         except Exception as exc:  # memory still routes this instance; the others ask the plan
             logger.warning("quota_write_failed", access_key_id=key_id, error=type(exc).__name__)

@@ -234,6 +234,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[KEYRING],
         app[SECRETS],
         budgets,
+        app[QUOTAS],
     )
     yield
     await _cancel(refresher)

@@ -275,3 +275,49 @@ async def test_bedrock_only_is_refused_where_a_key_has_no_bedrock_and_the_most_s
     assert await effective() == "bedrock_only"  # the key's beats the user's
     run_cli(env, "keys", "routing", str(bare["id"]), "inherit")
     assert await effective() == "plan_first"
+
+
+# --- through the relay --------------------------------------------------------------------------
+
+
+async def test_plan_and_bedrock_rows_written_by_the_relay_carry_exact_list_costs(
+    gateway_factory: Any, fake: Any, bedrock: Any, http: Any
+) -> None:
+    import orjson
+
+    from gateway import server
+
+    upstream, plan_url = fake
+    gw = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url)
+    issued = await gw.issue_key("dev")
+    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], bedrock.api_key)
+    headers = {"x-api-key": "sk-ant-plan-credential-ledger", "anthropic-version": "2023-06-01"}
+    for stream in (False, True):
+        upstream.queue("cache")
+        body = {"model": SONNET, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+        async with http.post(f"{gw.url}/ak/{issued['key']}/v1/messages", data=orjson.dumps(body), headers=headers) as r:
+            assert r.status == 200 and r.headers["x-ccproxy-provider"] == "plan"
+            await r.read()
+    upstream.queue("status:529")
+    bedrock.queue("cache")
+    body = {"model": SONNET, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(f"{gw.url}/ak/{issued['key']}/v1/messages", data=orjson.dumps(body), headers=headers) as r:
+        assert r.status == 200 and r.headers["x-ccproxy-provider"] == "bedrock"
+        await r.read()
+    rows = await gw.usage_rows()
+    plan_rows, bedrock_rows = rows[:2], rows[2:]
+    for row in plan_rows:
+        assert (row["cache_creation_5m_tokens"], row["cache_creation_1h_tokens"], row["cache_read_input_tokens"]) == (
+            1000,
+            500,
+            3000,
+        )
+        assert (row["cost_usd"], row["list_cost_usd"], row["unpriced"]) == (0, CACHE_LIST_COST, False)
+        assert row["price_snapshot"] is None and row["list_price_snapshot"]["provider"] == "anthropic"
+    [row] = bedrock_rows
+    # The fake Bedrock's cache answer has the same usage; Bedrock's default Sonnet 4.5 price equals
+    # the list price, so both columns hold the same hand-computed value.
+    assert (row["cost_usd"], row["list_cost_usd"]) == (CACHE_LIST_COST, CACHE_LIST_COST)
+    assert row["price_snapshot"] == row["list_price_snapshot"] and row["region"] == gw.config.bedrock_default_region
+    lines = await gw.database.fetchval("count-unpriced-usage")
+    assert lines == 0

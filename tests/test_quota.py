@@ -224,3 +224,169 @@ async def test_keys_quota_shows_windows_status_and_routing_per_key(
         "ccproxy_quota_max_5h_utilization": 1.0,
         "ccproxy_quota_max_7d_utilization": 0.64,
     }
+
+
+# --- through the relay ------------------------------------------------------------------------------
+
+BEDROCK_TEXT = b"Hello from"  # both fakes say it (streams split it); provider headers tell them apart
+
+
+async def post(
+    http: aiohttp.ClientSession, gw: Gateway, key: str, stream: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    url = f"{gw.url}/ak/{key}/v1/messages"
+    async with http.post(url, data=orjson.dumps({**BODY, "stream": stream}), headers=PLAN_HEADERS) as resp:
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
+
+
+async def bedrock_key(gw: Gateway, bedrock: Any, user: str = "dev") -> dict[str, Any]:
+    from gateway import keys
+
+    issued = await gw.issue_key(user)
+    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], bedrock.api_key)
+    return issued
+
+
+async def test_a_rejected_key_goes_to_bedrock_without_the_plan_on_two_instances_until_the_reset(
+    gateway_factory: Any, fake: tuple[FakeAnthropic, str], bedrock: Any, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    upstream, plan_url = fake
+    first: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url)
+    data = tmp_path / "second-instance"
+    data.mkdir()
+    master = first.config.data_path / "bedrock-master.key"
+    issued = await bedrock_key(first, bedrock)
+    (data / master.name).write_bytes(master.read_bytes())
+    second: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url, data_dir=str(data))
+    key = issued["key"]
+
+    upstream.queue("rejected:3")
+    status, headers, body = await post(http, first, key)
+    # The rejection itself: the plan was asked, Bedrock answered, and the key is routed.
+    assert (status, headers["x-ccproxy-provider"]) == (200, "bedrock") and BEDROCK_TEXT in body
+    resets_at = dt_parse(headers["x-ccproxy-plan-resets-at"])
+    assert 1 <= resets_at - time.time() <= 4
+    assert len(upstream.requests) == 1
+    await wait_for(lambda: second.app[server.QUOTAS].routed_until(issued["id"], time.time()) > 0)
+
+    for gw, stream in ((first, False), (second, False), (second, True), (first, True)):
+        status, headers, body = await post(http, gw, key, stream=stream)
+        assert (status, headers["x-ccproxy-provider"], headers["x-ccproxy-fallback"]) == (200, "bedrock", "quota")
+        assert dt_parse(headers["x-ccproxy-plan-resets-at"]) == resets_at
+        assert BEDROCK_TEXT in body
+    assert len(upstream.requests) == 1, "the plan saw requests while the key was routed away"
+
+    await asyncio.sleep(max(0.0, resets_at - time.time()) + 0.2)
+    status, headers, _ = await post(http, second, key)
+    assert (status, headers["x-ccproxy-provider"]) == (200, "plan")
+    assert "x-ccproxy-plan-resets-at" not in headers
+    assert len(upstream.requests) == 2
+    await wait_for(lambda: first.app[server.QUOTAS]._states[issued["id"]].routed_until == 0.0)
+    status, headers, _ = await post(http, first, key)
+    assert (status, headers["x-ccproxy-provider"]) == (200, "plan") and len(upstream.requests) == 3
+
+    await second.flush_usage()
+    rows = await first.usage_rows()
+    outcomes = [(r["provider"], r["plan_outcome"]) for r in rows]
+    assert outcomes == [("bedrock", "usage_limit")] + [("bedrock", "quota_exhausted")] * 4 + [("plan", None)] * 2
+    assert all(r["is_fallback"] for r in rows[:5])
+
+
+async def key_cache_sees(gw: Gateway, key: str, check: Any, within: float = 2.0) -> None:
+    """Wait until the instance's key cache holds the change (it hears it by NOTIFY)."""
+    deadline = time.monotonic() + within
+    while not check(await gw.app[server.KEY_CACHE].lookup(key)):
+        assert time.monotonic() < deadline, "the key cache never saw the change"
+        await asyncio.sleep(0.01)
+
+
+def dt_parse(iso: str) -> float:
+    import datetime as dt
+
+    assert iso.endswith("Z"), iso
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def test_without_bedrock_without_reset_headers_or_with_the_setting_off_the_plan_is_asked_every_time(
+    gateway_factory: Any, fake: tuple[FakeAnthropic, str], bedrock: Any, http: aiohttp.ClientSession
+) -> None:
+    upstream, plan_url = fake
+    gw: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url)
+    off: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url, quota_routing="false")
+    bare = (await gw.issue_key("bare"))["key"]
+    with_bedrock = (await bedrock_key(gw, bedrock, "withbedrock"))["key"]
+    other = (await bedrock_key(gw, bedrock, "other"))["key"]
+
+    # A key without Bedrock: the plan's rejection is relayed, unified headers unchanged, each time.
+    for _ in range(2):
+        upstream.queue("rejected:60")
+        status, headers, _ = await post(http, gw, bare)
+        assert (status, headers["x-ccproxy-fallback"]) == (429, "unavailable")
+        assert headers[PREFIX + "status"] == "rejected" and headers[PREFIX + "5h-utilization"] == "1.0"
+        assert "x-ccproxy-plan-resets-at" not in headers
+    assert len(upstream.requests) == 2
+
+    # A usage-limit 429 without reset headers: fallback as today, the plan asked again next time.
+    for _ in range(2):
+        upstream.queue("usage_limit")
+        status, headers, _ = await post(http, gw, with_bedrock)
+        assert (status, headers["x-ccproxy-provider"]) == (200, "bedrock")
+        assert "x-ccproxy-plan-resets-at" not in headers
+    assert len(upstream.requests) == 4
+
+    # Quota routing off: a rejection with a reset is an ordinary usage limit.
+    for _ in range(2):
+        upstream.queue("rejected:60")
+        status, headers, _ = await post(http, off, other)
+        assert (status, headers["x-ccproxy-provider"]) == (200, "bedrock")
+        assert "x-ccproxy-fallback" not in headers
+    assert len(upstream.requests) == 6
+
+
+async def test_unified_headers_of_a_plan_answer_reach_the_client_unchanged(
+    gateway: Gateway, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession
+) -> None:
+    upstream, _ = fake
+    upstream.unified = Unified(
+        "allowed_warning", 900, {"5h": ("allowed_warning", 0.91, 900), "7d_opus": ("allowed", 0.33, 86400)}
+    )
+    key = (await gateway.issue_key("dev"))["key"]
+    for stream in (False, True):
+        sent = upstream.unified.headers()
+        status, headers, _ = await post(http, gateway, key, stream=stream)
+        assert status == 200
+        got = {k: v for k, v in headers.items() if k.startswith(PREFIX)}
+        assert got.keys() == sent.keys()
+        assert all(abs(int(got[k]) - int(v)) <= 1 if k.endswith("reset") else got[k] == v for k, v in sent.items())
+    assert gateway.app[server.QUOTAS].max_utilization("5h") == 0.91
+
+
+async def test_bedrock_only_never_calls_the_plan(
+    gateway_factory: Any, fake: tuple[FakeAnthropic, str], bedrock: Any, http: aiohttp.ClientSession
+) -> None:
+    from gateway import keys, routing
+
+    upstream, plan_url = fake
+    gw: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url)
+    issued = await bedrock_key(gw, bedrock)
+    await routing.set_routing(gw.database, "user", "dev", routing.BEDROCK_ONLY)
+    await key_cache_sees(gw, issued["key"], lambda ctx: ctx.routing == routing.BEDROCK_ONLY)
+    for stream in (False, True):
+        status, headers, body = await post(http, gw, issued["key"], stream=stream)
+        assert (status, headers["x-ccproxy-provider"]) == (200, "bedrock") and BEDROCK_TEXT in body
+        assert "x-ccproxy-fallback" not in headers
+    async with http.get(f"{gw.url}/ak/{issued['key']}/v1/models", headers=PLAN_HEADERS) as resp:
+        assert resp.status == 200 and resp.headers["x-ccproxy-provider"] == "bedrock"
+        assert "claude-sonnet-4-5" in {m["id"] for m in (await resp.json())["data"]}
+    assert upstream.requests == []
+    rows = await gw.usage_rows()
+    assert [(r["provider"], r["plan_outcome"], r["is_fallback"]) for r in rows] == [
+        ("bedrock", "bedrock_only", False)
+    ] * 3
+
+    # The key loses its Bedrock afterwards: a clear error for the operator, still no plan call.
+    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], None)
+    await key_cache_sees(gw, issued["key"], lambda ctx: not ctx.has_bedrock)
+    status, headers, body = await post(http, gw, issued["key"])
+    assert status == 500 and b"routed bedrock_only but has no usable Bedrock credentials" in body
+    assert upstream.requests == []
