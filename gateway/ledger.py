@@ -11,11 +11,14 @@ price is never priced at 0: both costs stay NULL and the row is marked `unpriced
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import msgspec
+import orjson
 
 from gateway import db, pricing
 
@@ -24,13 +27,16 @@ PLAN_LIST_PROVIDER = pricing.ANTHROPIC  # a plan row's list price is the Anthrop
 
 
 class Priced(msgspec.Struct, frozen=True):
-    """The ledger columns of one usage row."""
+    """The ledger columns of one usage row. `list_price_snapshot` is the list price used;
+    a plan row stores it by reference (`list_price_id`, a row of price_snapshots), a
+    Bedrock row as its `price_snapshot` (the same price)."""
 
     cost_usd: Decimal | None
     price_snapshot: dict[str, str] | None
     list_cost_usd: Decimal | None
     list_price_snapshot: dict[str, str] | None
     unpriced: bool
+    list_price_id: int | None = None
 
 
 FREE = Priced(_ZERO, None, _ZERO, None, False)  # no tokens (errors, rejections): costs nothing either way
@@ -52,17 +58,44 @@ def tokens_of(
     )
 
 
-# A snapshot is the same dict for every row priced by one price row: built once, shared.
-_snapshots: dict[pricing.Price, dict[str, str]] = {}
+# A snapshot is the same dict for every row priced by one price row: built once, shared,
+# and named by an id derived from its content (the same on every instance).
+_snapshots: dict[pricing.Price, tuple[int, dict[str, str]]] = {}
+_by_id: dict[int, dict[str, str]] = {}
 
 
-def _snapshot(price: pricing.Price) -> dict[str, str]:
-    snap = _snapshots.get(price)
-    if snap is None:
+def snapshot_id(snap: dict[str, str]) -> int:
+    """A 63-bit id of the snapshot's content: blake2b of its canonical JSON."""
+    digest = hashlib.blake2b(orjson.dumps(snap, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # non-negative, fits a bigint
+
+
+def _snapshot(price: pricing.Price) -> tuple[int, dict[str, str]]:
+    held = _snapshots.get(price)
+    if held is None:
         if len(_snapshots) > 4096:  # price rows are few; a bound all the same
             _snapshots.clear()
-        snap = _snapshots[price] = pricing.snapshot(price)
-    return snap
+        snap = pricing.snapshot(price)
+        held = _snapshots[price] = (snapshot_id(snap), snap)
+        _by_id[held[0]] = snap
+    return held
+
+
+async def store_snapshots(conn: asyncpg.Connection, ids: set[int]) -> None:
+    """Make sure the snapshots `ids` name are in price_snapshots (in the caller's
+    transaction). Ids this process never built (a journal replayed after a restart) were
+    stored by the process that priced them, or by `register_book`."""
+    known = [i for i in ids if i in _by_id]
+    if known:
+        await conn.execute(db.q("insert-price-snapshots"), known, [_by_id[i] for i in known])
+
+
+async def register_book(database: db.Database, book: pricing.PriceBook) -> None:
+    """Store the snapshot of every list price in `book` (a handful of rows), so a row
+    priced with it can always be read back, even from a journal replayed after a crash."""
+    ids = {_snapshot(p)[0] for p in book.rows if p.provider == PLAN_LIST_PROVIDER}
+    async with database.acquire() as conn, conn.transaction():
+        await store_snapshots(conn, ids)
 
 
 def price(
@@ -87,13 +120,14 @@ def price(
         if row is None:
             return UNPRICED
         total = pricing.cost(tokens, row).total
-        snap = _snapshot(row)
+        snap = _snapshot(row)[1]
         return Priced(total, snap, total, snap, False)
     if provider == "plan":
         row = book.lookup(model_id, pricing.ANY_REGION, at, PLAN_LIST_PROVIDER) if model_id else None
         if row is None:
             return UNPRICED
-        return Priced(_ZERO, None, pricing.cost(tokens, row).total, _snapshot(row), False)
+        list_id, snap = _snapshot(row)
+        return Priced(_ZERO, None, pricing.cost(tokens, row).total, snap, False, list_id)
     return FREE  # provider none: never reached an upstream
 
 
@@ -169,7 +203,7 @@ async def reprice(database: db.Database, book: pricing.PriceBook, report_tz: str
         costs: list[Decimal | None] = []
         snaps: list[dict[str, str] | None] = []
         list_costs: list[Decimal | None] = []
-        list_snaps: list[dict[str, str] | None] = []
+        list_ids: list[int | None] = []
         for r in rows:
             tokens = tokens_of(
                 r["input_tokens"],
@@ -187,10 +221,12 @@ async def reprice(database: db.Database, book: pricing.PriceBook, report_tz: str
             costs.append(priced.cost_usd)
             snaps.append(priced.price_snapshot)
             list_costs.append(priced.list_cost_usd)
-            list_snaps.append(priced.list_price_snapshot)
+            list_ids.append(priced.list_price_id)
         if ids:
+            used = {i for i in list_ids if i is not None}
             async with database.acquire() as conn, conn.transaction():
+                await store_snapshots(conn, used)
                 repriced += int(
-                    await conn.fetchval(db.q("reprice-usage"), ids, costs, snaps, list_costs, list_snaps, report_tz)
+                    await conn.fetchval(db.q("reprice-usage"), ids, costs, snaps, list_costs, list_ids, report_tz)
                 )
     return RepriceResult(repriced=repriced, still_unpriced=still)

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from gateway import db, pricing
+from gateway import db, ledger, pricing
 
 logger = structlog.get_logger("gateway.price_table")
 
@@ -76,7 +76,9 @@ class PriceTable:
 
     async def reload(self) -> None:
         try:
-            self.book = await load_book(self._db)
+            book = await load_book(self._db)
+            await ledger.register_book(self._db, book)  # before any row is priced with it
+            self.book = book
         except Exception as exc:  # keep pricing with the last good table
             logger.warning("price_reload_failed", error=type(exc).__name__)
 

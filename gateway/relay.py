@@ -676,7 +676,7 @@ class Relay:
             ttfb_ms=ttfb_ms,
             session_id=call.session_id,
             list_cost_usd=priced.list_cost_usd,
-            list_price_snapshot=priced.list_price_snapshot,
+            list_price_id=priced.list_price_id,
             unpriced=priced.unpriced,
             region=outcome.region,
             plan_outcome=outcome.plan_outcome,

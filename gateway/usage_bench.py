@@ -74,7 +74,7 @@ def _events(pairs: list[tuple[int, int]], n: int, rng: random.Random) -> list[us
                 ttfb_ms=rng.uniform(100, 2_000),
                 session_id="bench-session",
                 list_cost_usd=priced.list_cost_usd,
-                list_price_snapshot=priced.list_price_snapshot,
+                list_price_id=priced.list_price_id,
                 region="us-east-1" if bedrock else None,
             )
         )

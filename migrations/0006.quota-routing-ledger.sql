@@ -45,7 +45,10 @@ ALTER TABLE access_keys ADD COLUMN routing text CHECK (routing IN ('plan_first',
 ALTER TABLE usage_events ALTER COLUMN cost_usd DROP NOT NULL;
 ALTER TABLE usage_events ALTER COLUMN cost_usd DROP DEFAULT;
 ALTER TABLE usage_events ADD COLUMN list_cost_usd numeric(18, 6);
-ALTER TABLE usage_events ADD COLUMN list_price_snapshot jsonb;
+-- A plan row's list price snapshot, by reference: a plan row would otherwise carry ~230
+-- bytes of jsonb that PostgreSQL parses on every COPY (measured: ~4 µs of CPU per row,
+-- a sixth of the usage writer's cost). A Bedrock row's list price is its price_snapshot.
+ALTER TABLE usage_events ADD COLUMN list_price_id bigint;
 ALTER TABLE usage_events ADD COLUMN unpriced boolean NOT NULL DEFAULT false;
 ALTER TABLE usage_events ADD COLUMN region text;
 -- Why a request went where it did, when the plan did not answer it: the plan's failure
@@ -54,7 +57,7 @@ ALTER TABLE usage_events ADD COLUMN plan_outcome text;
 -- Rows written before this migration: a priced Bedrock row carries its Bedrock price in
 -- both columns, a row without tokens costs nothing either way; the others (plan rows with
 -- tokens, Bedrock rows that found no price) become unpriced, for `ccproxy pricing reprice`.
-UPDATE usage_events SET list_cost_usd = cost_usd, list_price_snapshot = price_snapshot
+UPDATE usage_events SET list_cost_usd = cost_usd
 WHERE (provider = 'bedrock' AND price_snapshot IS NOT NULL)
    OR input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens = 0;
 UPDATE usage_events SET cost_usd = NULL, unpriced = true WHERE list_cost_usd IS NULL;
@@ -63,6 +66,17 @@ CREATE INDEX usage_events_unpriced ON usage_events (created_at) WHERE unpriced;
 
 ALTER TABLE usage_rollups ADD COLUMN list_cost_usd numeric(20, 6) NOT NULL DEFAULT 0;
 UPDATE usage_rollups SET list_cost_usd = cost_usd WHERE provider = 'bedrock';
+
+-- Immutable price snapshots that usage rows refer to (list_price_id). The id is derived
+-- from the snapshot's content (gateway/ledger.py), so every instance names a snapshot the
+-- same way without asking the database; rows are only ever added, never changed. No
+-- foreign key from usage_events: the writer adds a batch's snapshots in the batch's own
+-- transaction, and a per-row key check would cost the COPY path what the reference saved.
+CREATE TABLE price_snapshots (
+    id         bigint PRIMARY KEY,
+    snapshot   jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 
 -- Prices are keyed by provider too: Bedrock's and the Anthropic API's list prices side by side.
 ALTER TABLE prices ADD COLUMN provider text NOT NULL DEFAULT 'bedrock'

@@ -118,10 +118,10 @@ SELECT count(*) FROM usage_events WHERE unpriced;
 WITH priced AS (
     UPDATE usage_events e
     SET cost_usd = v.cost_usd, price_snapshot = v.price_snapshot,
-        list_cost_usd = v.list_cost_usd, list_price_snapshot = v.list_price_snapshot,
+        list_cost_usd = v.list_cost_usd, list_price_id = v.list_price_id,
         unpriced = false
-    FROM unnest($1::uuid[], $2::numeric[], $3::jsonb[], $4::numeric[], $5::jsonb[])
-         AS v (request_id, cost_usd, price_snapshot, list_cost_usd, list_price_snapshot)
+    FROM unnest($1::uuid[], $2::numeric[], $3::jsonb[], $4::numeric[], $5::bigint[])
+         AS v (request_id, cost_usd, price_snapshot, list_cost_usd, list_price_id)
     WHERE e.request_id = v.request_id AND e.unpriced
     RETURNING e.created_at, e.user_id, e.access_key_id, e.model, e.provider, e.cost_usd, e.list_cost_usd
 ), sums AS (
@@ -142,3 +142,13 @@ WITH priced AS (
     RETURNING 1
 )
 SELECT count(*) FROM priced;
+
+-- name: insert-price-snapshots
+-- Snapshots are immutable and named by their content: a second writer of the same one
+-- changes nothing.
+INSERT INTO price_snapshots (id, snapshot)
+SELECT * FROM unnest($1::bigint[], $2::jsonb[])
+ON CONFLICT (id) DO NOTHING;
+
+-- name: get-price-snapshot
+SELECT snapshot FROM price_snapshots WHERE id = $1;

@@ -34,6 +34,8 @@ CACHE_LIST_COST = D("0.008310")
 
 def test_a_plan_row_is_valued_at_the_anthropic_list_price_with_5m_1h_writes_and_reads_apart() -> None:
     priced = ledger.price(pricing.PriceBook.default(), "plan", SONNET, None, NOW, CACHE_TOKENS)
+    assert priced.list_price_snapshot is not None
+    assert priced.list_price_id == ledger.snapshot_id(priced.list_price_snapshot)
     assert priced.cost_usd == 0 and priced.price_snapshot is None  # the plan costs the organisation nothing
     assert priced.list_cost_usd == CACHE_LIST_COST and priced.list_cost_usd.as_tuple().exponent == -6
     assert priced.list_price_snapshot is not None
@@ -128,7 +130,7 @@ def event(
         cost_usd=priced.cost_usd,
         price_snapshot=priced.price_snapshot,
         list_cost_usd=priced.list_cost_usd,
-        list_price_snapshot=priced.list_price_snapshot,
+        list_price_id=priced.list_price_id,
         unpriced=priced.unpriced,
         **extra,
     )
@@ -158,6 +160,8 @@ async def test_unpriced_rows_are_listed_then_repriced_exactly_once_and_priced_ro
     key_id = (await keys.issue(database_, hasher, "kim"))["id"]
     user_id = (await users.get_by_name(database_, "kim"))["id"]
     plan = event(user_id, key_id, "plan", SONNET, book)
+    plan_snapshot = ledger.price(book, "plan", SONNET, None, NOW, CACHE_TOKENS).list_price_snapshot
+    assert plan.list_price_id is not None and plan_snapshot is not None
     bedrock = event(user_id, key_id, "bedrock", SONNET_ID, book, region="us-east-1")
     mystery_plan = event(user_id, key_id, "plan", "claude-mystery-9-20270101", book)
     mystery_bedrock = event(user_id, key_id, "bedrock", "us.anthropic.claude-mystery-9-20270101-v1:0", book)
@@ -211,10 +215,11 @@ async def test_unpriced_rows_are_listed_then_repriced_exactly_once_and_priced_ro
         rows = {str(r["request_id"]): r for r in await conn.fetch("SELECT * FROM usage_events")}
     repriced = rows[mystery_plan.request_id]
     assert (repriced["cost_usd"], repriced["list_cost_usd"], repriced["unpriced"]) == (0, mystery_list, False)
-    assert repriced["list_price_snapshot"]["model"] == "claude-mystery-9"
-    assert repriced["list_price_snapshot"]["provider"] == "anthropic"
+    snap = await database_.fetchval("get-price-snapshot", repriced["list_price_id"])
+    assert (snap["model"], snap["provider"], D(snap["input"])) == ("claude-mystery-9", "anthropic", 2)
     assert rows[plan.request_id]["list_cost_usd"] == CACHE_LIST_COST  # not rewritten at the new price
-    assert rows[plan.request_id]["list_price_snapshot"] == plan.list_price_snapshot
+    assert rows[plan.request_id]["list_price_id"] == plan.list_price_id
+    assert await database_.fetchval("get-price-snapshot", plan.list_price_id) == plan_snapshot
     assert rows[bedrock.request_id]["cost_usd"] == bedrock_cost
     assert rows[mystery_bedrock.request_id]["unpriced"]
     assert await sums(database_) == (
@@ -313,11 +318,15 @@ async def test_plan_and_bedrock_rows_written_by_the_relay_carry_exact_list_costs
             3000,
         )
         assert (row["cost_usd"], row["list_cost_usd"], row["unpriced"]) == (0, CACHE_LIST_COST, False)
-        assert row["price_snapshot"] is None and row["list_price_snapshot"]["provider"] == "anthropic"
+        assert row["price_snapshot"] is None
+        snap = await gw.database.fetchval("get-price-snapshot", row["list_price_id"])
+        assert (snap["provider"], snap["model"], snap["cache_write_1h"]) == ("anthropic", "claude-sonnet-4-5", "6")
     [row] = bedrock_rows
     # The fake Bedrock's cache answer has the same usage; Bedrock's default Sonnet 4.5 price equals
     # the list price, so both columns hold the same hand-computed value.
     assert (row["cost_usd"], row["list_cost_usd"]) == (CACHE_LIST_COST, CACHE_LIST_COST)
-    assert row["price_snapshot"] == row["list_price_snapshot"] and row["region"] == gw.config.bedrock_default_region
+    # Its one snapshot is the price of both columns.
+    assert row["price_snapshot"]["model"] == "claude-sonnet-4-5" and row["list_price_id"] is None
+    assert row["region"] == gw.config.bedrock_default_region
     lines = await gw.database.fetchval("count-unpriced-usage")
     assert lines == 0
