@@ -17,6 +17,19 @@ Scenario strings are `kind` or `kind:arg`:
   paced_events:N:MS                     — like events:N, each event written MS ms after the
                                           previous one (bench: Claude-Code-shaped streams)
   reset                                 — drop the connection without answering
+  rejected:SECONDS                      — the plan's quota is exhausted: 429 usage limit whose
+                                          unified headers say `rejected`, resetting in SECONDS
+  unified:STATUS:U5H:U7D                — a `text` answer whose unified headers carry that
+                                          status and those 5 h / 7 d utilizations (0–1)
+
+Unified rate-limit headers (what a subscription plan reports on every response, as
+Claude Code's status line reads them): `anthropic-ratelimit-unified-status` and `-reset`,
+and per window `-<w>-status`, `-<w>-utilization`, `-<w>-reset`. They are sent when
+`FakeAnthropic.unified` is set (`POST /_fake/unified {...}`, fields of `Unified`), and by
+the two scenarios above; `Unified.windows` may hold more windows than 5h and 7d (a
+per-model weekly one, say) to prove the gateway reads them generically.
+`FakeAnthropic.delay_ms` (`--delay-ms`) holds every answer that long before its headers,
+as the distance to the real API would (the bench's 50 ms round trip).
 
 `POST /_fake/default {"scenario": S}` sets the default (the bench sets it per phase, since
 the gateway does not forward `x-fake-scenario`). `--fast` serves the same bodies from a
@@ -30,7 +43,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
+import time
 from collections import deque
 from typing import Any, ClassVar, cast
 
@@ -234,6 +249,37 @@ BASE_HEADERS = {
 
 
 @dataclasses.dataclass
+class Unified:
+    """The unified rate-limit state the fake reports. Resets are seconds from now."""
+
+    status: str = "allowed"
+    reset_in: float = 3600.0
+    # window → (status, utilization 0–1, reset in seconds from now)
+    windows: dict[str, tuple[str, float, float]] = dataclasses.field(
+        default_factory=lambda: {"5h": ("allowed", 0.1, 3600.0), "7d": ("allowed", 0.05, 86400.0)}
+    )
+
+    def headers(self, now: float | None = None) -> dict[str, str]:
+        """Exactly the headers a plan sends (https://docs.anthropic.com/en/api/rate-limits)."""
+        now = time.time() if now is None else now
+        prefix = "anthropic-ratelimit-unified-"
+        out = {prefix + "status": self.status, prefix + "reset": str(int(now + self.reset_in))}
+        for name, (status, utilization, reset_in) in self.windows.items():
+            out[f"{prefix}{name}-status"] = status
+            out[f"{prefix}{name}-utilization"] = repr(round(utilization, 4))
+            out[f"{prefix}{name}-reset"] = str(int(now + reset_in))
+        return out
+
+    @classmethod
+    def rejected(cls, seconds: float) -> Unified:
+        return cls(
+            status="rejected",
+            reset_in=seconds,
+            windows={"5h": ("rejected", 1.0, seconds), "7d": ("allowed", 0.64, 5 * 86400.0)},
+        )
+
+
+@dataclasses.dataclass
 class Seen:
     """One request as the fake received it."""
 
@@ -253,6 +299,8 @@ class FakeAnthropic:
         self.requests: list[Seen] = []
         self.sent: list[bytes] = []  # the exact bytes of each streamed body, for byte-for-byte checks
         self.record = True
+        self.unified: Unified | None = None  # unified rate-limit headers on every answer
+        self.delay_ms = 0.0  # before every answer's headers (the round trip to the real API)
         self._cache: dict[tuple[str, int, str], list[bytes]] = {}
 
     def queue(self, *scenarios: str) -> None:
@@ -273,6 +321,7 @@ class FakeAnthropic:
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/_fake/queue", self.queue_handler)
         app.router.add_post("/_fake/default", self.default_handler)
+        app.router.add_post("/_fake/unified", self.unified_handler)
         return app
 
     async def _remember(self, request: web.Request) -> bytes:
@@ -287,6 +336,30 @@ class FakeAnthropic:
         data = await request.json()
         self.queue(*data["scenarios"])
         return web.json_response({"queued": len(self.scripted)})
+
+    async def unified_handler(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        if data is None:
+            self.unified = None
+        else:
+            windows = {k: (str(v[0]), float(v[1]), float(v[2])) for k, v in (data.get("windows") or {}).items()}
+            self.unified = Unified(str(data.get("status", "allowed")), float(data.get("reset_in", 3600)), windows)
+        if "delay_ms" in (data or {}):
+            self.delay_ms = float(data["delay_ms"])
+        return web.json_response({"unified": dataclasses.asdict(self.unified) if self.unified else None})
+
+    def _unified_headers(self, kind: str, arg: str) -> dict[str, str]:
+        """The unified headers of this answer: a scenario's own, else the fake's state."""
+        if kind == "rejected":
+            return Unified.rejected(float(arg or 3)).headers()
+        if kind == "unified":
+            status, _, rest = arg.partition(":")
+            u5h, _, u7d = rest.partition(":")
+            base = self.unified or Unified()
+            windows = {**base.windows, "5h": (status, float(u5h or 0), 3600.0)}
+            windows["7d"] = (status, float(u7d or 0), 86400.0)
+            return Unified(status or "allowed", base.reset_in, windows).headers()
+        return self.unified.headers() if self.unified is not None else {}
 
     async def default_handler(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -325,15 +398,18 @@ class FakeAnthropic:
     async def _early(self, request: web.Request, scenario: str) -> web.StreamResponse | None:
         """Answers that do not depend on the body: errors, garbage, resets, delays."""
         kind, _, arg = scenario.partition(":")
+        if self.delay_ms:
+            await asyncio.sleep(self.delay_ms / 1000)
+        unified = self._unified_headers(kind, arg)
         if kind == "slow_headers":
             await asyncio.sleep(float(arg))
             return None
-        if kind == "usage_limit":
-            return self._error(429, "rate_limit_error", USAGE_LIMIT_MESSAGE)
+        if kind in ("usage_limit", "rejected"):
+            return self._error(429, "rate_limit_error", USAGE_LIMIT_MESSAGE, unified)
         if kind == "status":
             code = int(arg)
             error_type, message = ERRORS.get(code, ("api_error", "error"))
-            return self._error(code, error_type, message)
+            return self._error(code, error_type, message, unified)
         if kind == "invalid_json":
             return web.Response(
                 body=b'{"id": "msg_broken", "content": [',
@@ -346,8 +422,8 @@ class FakeAnthropic:
             raise asyncio.CancelledError
         return None
 
-    def _error(self, code: int, error_type: str, message: str) -> web.Response:
-        headers = {"request-id": "req_fakeerror", **BASE_HEADERS}
+    def _error(self, code: int, error_type: str, message: str, unified: dict[str, str]) -> web.Response:
+        headers = {"request-id": "req_fakeerror", **BASE_HEADERS, **unified}
         if code == 429:
             headers["retry-after"] = "7"
         body = orjson.dumps(
@@ -364,26 +440,30 @@ class FakeAnthropic:
         body = orjson.loads(raw)
         model = str(body.get("model", "claude-sonnet-4-5-20250929"))
         kind, _, arg = scenario.partition(":")
+        unified = self._unified_headers(kind, arg)
         if not body.get("stream"):
             payload = orjson.dumps(message_json(kind, model))
             return web.Response(
                 body=payload,
                 content_type="application/json",
-                headers={"request-id": "req_fakemsg", **BASE_HEADERS},
+                headers={"request-id": "req_fakemsg", **BASE_HEADERS, **unified},
             )
-        return await self._stream(request, kind, arg, model)
+        return await self._stream(request, kind, arg, model, unified)
 
     def _events(self, n: int, model: str) -> list[bytes]:
         """`events:N` as a list of whole events."""
         return fakes.cached(self._cache, ("events", n, model), lambda: stream_events("events", model, n))
 
-    async def _stream(self, request: web.Request, kind: str, arg: str, model: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, kind: str, arg: str, model: str, unified: dict[str, str]
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "content-type": "text/event-stream; charset=utf-8",
                 "cache-control": "no-cache",
                 "request-id": "req_fakestream",
                 **BASE_HEADERS,
+                **unified,
             }
         )
         await response.prepare(request)
@@ -638,17 +718,19 @@ async def serve_fast(host: str, port: int, default: str = "text") -> None:
         await server.serve_forever()
 
 
-async def serve(host: str, port: int, default: str = "text") -> None:
+async def serve(host: str, port: int, default: str = "text", delay_ms: float = 0.0) -> None:
     fake = FakeAnthropic(default)
     fake.record = False
+    fake.delay_ms = delay_ms
     await fakes.serve_app(fake.app(), host, port, "fake anthropic")
 
 
 def main() -> None:
     parser = fakes.arguments(__doc__.splitlines()[0], 8100)
     parser.add_argument("--fast", action="store_true", help="raw asyncio serving (bench)")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="hold every answer this long (aiohttp mode)")
     args = parser.parse_args()
-    fakes.run(serve_fast if args.fast else serve, args)
+    fakes.run(serve_fast if args.fast else functools.partial(serve, delay_ms=args.delay_ms), args)
 
 
 if __name__ == "__main__":

@@ -329,6 +329,7 @@ class Stack:
         self.data_dir = self.work / "data"
         self.bedrock_keys: dict[str, str] = {}
         self.key: str | None = None  # the bench user's access key (kept across restarts)
+        self.extra_markers: list[str] = []  # data dirs of gateways started besides the main one
         self._gateway_failed: str | None = None
 
     # -- helpers
@@ -633,13 +634,15 @@ class Stack:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # anything left in its session
         self._kill_strays()
+        for marker in self.extra_markers:
+            self._kill_strays(marker)
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def _kill_strays(self) -> None:
-        """A PostgreSQL started for our data directory that outlived the gateway."""
+    def _kill_strays(self, marker: str | None = None) -> None:
+        """A PostgreSQL started for our data directory (or `marker`) that outlived the gateway."""
         import psutil
 
-        marker = str(self.data_dir)
+        marker = marker or str(self.data_dir)
         for proc in psutil.process_iter(["cmdline"]):
             if marker in " ".join(proc.info.get("cmdline") or []):
                 with contextlib.suppress(psutil.Error):
@@ -1150,7 +1153,104 @@ def scenario_bedrock(stack: Stack) -> dict[str, Any]:
     latency = bedrock_path_latency(stack)
     result["measures"] += latency.pop("measures")
     result["phases"].update(latency["phases"])
+    quota = quota_routing_latency(stack)
+    result["measures"] += quota.pop("measures")
+    result["phases"].update(quota["phases"])
+    result.setdefault("params", {})["quota_plan_delay_ms"] = QUOTA_PLAN_DELAY_MS
     return result
+
+
+QUOTA_PLAN_DELAY_MS = 50.0  # the round trip to the real Anthropic API
+
+
+def _quota_gateway(stack: Stack, name: str, plan: Endpoint, quota_routing: bool) -> Endpoint:
+    """One more `ccproxy serve` (its own data directory and embedded PostgreSQL) whose plan
+    is `plan`, with quota routing on or off, and a key with Bedrock on it."""
+    data_dir = stack.work / f"data-{name}"
+    stack.extra_markers.append(str(data_dir))
+    env = {
+        **stack.gateway_env(),
+        "CCPROXY_DATA_DIR": str(data_dir),
+        "CCPROXY_PLAN_BASE_URL": plan.url,
+        "CCPROXY_QUOTA_ROUTING": "true" if quota_routing else "false",
+    }
+    port = free_port()
+    proc = stack._spawn(f"gateway-{name}", _cli_command("serve", "--port", str(port)), env=env)
+    stack._wait_http(f"gateway-{name}", proc, Endpoint(name, "127.0.0.1", port), "/health", 120)
+
+    def cli(*args: str, stdin: str = "") -> dict[str, Any]:
+        done = subprocess.run(
+            _cli_command(*args), env=env, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ccproxy {' '.join(args)} → exit {done.returncode}: {done.stderr.strip()[-800:]}")
+        return Stack._json(done.stdout)
+
+    cli("users", "create", "bench-quota", "--json")
+    issued = cli("keys", "issue", "--user", "bench-quota", "--json")
+    cli("keys", "bedrock-key", str(issued["id"]), "--json", stdin=FAKE_BEDROCK_API_KEY + "\n")
+    endpoint = Endpoint(name, "127.0.0.1", port, f"/ak/{issued['key']}")
+    stack._warm(endpoint, BEDROCK_PLAN_CREDENTIAL)  # the first answer routes the key (when on)
+    return endpoint
+
+
+def quota_routing_latency(stack: Stack) -> dict[str, Any]:
+    """c=1, an exhausted plan 50 ms away (every answer a `rejected` 429 with a reset a day
+    ahead): through a gateway with quota routing off, each request pays the plan's round
+    trip before Bedrock answers; with it on, only the first one does. Same run, same fakes,
+    alternating rounds; the fall should be about the round trip."""
+    if stack.options.target:
+        raise Skip("quota routing: needs gateways started by the bench (not --target)")
+    prepare_bedrock(stack)  # the fake Bedrock is up and the CLI can register keys
+    quick = stack.options.quick
+    rounds = 1 if quick else 3
+    seconds = stack.options.duration or (1.0 if quick else 3.0)
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.fake_anthropic", "--port", str(port)]
+    argv += ["--delay-ms", str(QUOTA_PLAN_DELAY_MS), "--default", "rejected:86400"]
+    far = stack._spawn("fake_anthropic_far", argv)
+    plan = Endpoint("far_plan", "127.0.0.1", port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if far.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fake plan did not start:\n{stack.log_tail('fake_anthropic_far')}") from None
+            time.sleep(0.05)
+    off = _quota_gateway(stack, "quota-off", plan, quota_routing=False)
+    on = _quota_gateway(stack, "quota-on", plan, quota_routing=True)
+    phases: dict[str, dict[str, Any]] = {}
+    for mode, scenario, stream in (("nonstream", "text", False), ("stream", "events:20", True)):
+        phases[f"exhausted plan {mode}"], _ = run_rounds(
+            stack,
+            [off, on],
+            rounds,
+            f"exhausted plan {mode}",
+            scenario,  # the far plan ignores it (the gateway does not forward it): always rejected
+            stream=stream,
+            concurrency=1,
+            duration=seconds,
+            warmup=0.2,
+            credential=BEDROCK_PLAN_CREDENTIAL,
+        )
+    ns, st = phases["exhausted plan nonstream"], phases["exhausted plan stream"]
+
+    def value(phase: dict[str, Any], name: str, field: str, q: str) -> dict[str, float | None]:
+        return {"gateway": (phase[name].get(field) or {}).get(q)}
+
+    def fall(phase: dict[str, Any], field: str, q: str) -> dict[str, float | None]:
+        return {"gateway": _added(phase["quota-off"].get(field), phase["quota-on"].get(field), q)}
+
+    measures = [
+        measure("Exhausted plan 50 ms away, routing off, p50", None, value(ns, "quota-off", "latency_ms", "p50"), "ms"),
+        measure("Exhausted plan 50 ms away, routing on, p50", None, value(ns, "quota-on", "latency_ms", "p50"), "ms"),
+        measure("Latency fall with quota routing (off − on), p50", None, fall(ns, "latency_ms", "p50"), "ms"),
+        measure("Latency fall with quota routing (off − on), p99", None, fall(ns, "latency_ms", "p99"), "ms"),
+        measure("First-event fall with quota routing (off − on), p50", None, fall(st, "first_event_ms", "p50"), "ms"),
+    ]
+    return {"measures": measures, "phases": phases}
 
 
 def bedrock_path_latency(stack: Stack) -> dict[str, Any]:

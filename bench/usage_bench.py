@@ -14,12 +14,11 @@ import random
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import orjson
 
-from gateway import audit, db, keys, usage, users
+from gateway import audit, db, keys, ledger, pricing, usage, users
 from gateway import config as config_mod
 
 MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001", "claude-opus-4-1-20250805")
@@ -37,9 +36,21 @@ async def _fixtures(database: db.Database, hasher: keys.KeyHasher, n_users: int)
 
 def _events(pairs: list[tuple[int, int]], n: int, rng: random.Random) -> list[usage.UsageEvent]:
     out = []
+    book = pricing.PriceBook.default()
     for _ in range(n):
         user_id, key_id = rng.choice(pairs)
         bedrock = rng.random() < 0.2
+        model = rng.choice(MODELS)
+        tokens = (rng.randrange(10, 50_000), rng.randrange(1, 4_000), rng.randrange(0, 100_000))
+        # Priced as the relay prices them: both ledger columns and their snapshots.
+        priced = ledger.price(
+            book,
+            "bedrock" if bedrock else "plan",
+            model,
+            "us-east-1" if bedrock else None,
+            usage.now(),
+            ledger.tokens_of(tokens[0], tokens[1], 0, 0, 0, tokens[2]),
+        )
         out.append(
             usage.UsageEvent(
                 request_id=usage.new_request_id(),
@@ -49,18 +60,22 @@ def _events(pairs: list[tuple[int, int]], n: int, rng: random.Random) -> list[us
                 endpoint="messages",
                 provider="bedrock" if bedrock else "plan",
                 is_fallback=bedrock,
-                model=rng.choice(MODELS),
+                model=model,
                 upstream_model=None,
                 status=200,
                 error_class=None,
                 stream=True,
-                input_tokens=rng.randrange(10, 50_000),
-                output_tokens=rng.randrange(1, 4_000),
-                cache_read_input_tokens=rng.randrange(0, 100_000),
-                cost_usd=Decimal("0.012345") if bedrock else Decimal(0),
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                cache_read_input_tokens=tokens[2],
+                cost_usd=priced.cost_usd,
+                price_snapshot=priced.price_snapshot,
                 latency_ms=rng.uniform(200, 20_000),
                 ttfb_ms=rng.uniform(100, 2_000),
                 session_id="bench-session",
+                list_cost_usd=priced.list_cost_usd,
+                list_price_id=priced.list_price_id,
+                region="us-east-1" if bedrock else None,
             )
         )
     return out

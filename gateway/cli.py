@@ -36,9 +36,12 @@ from gateway import (
     envelope,
     errors,
     keys,
+    ledger,
     paging,
     price_table,
     pricing,
+    quota,
+    routing,
     teams,
     usage_reports,
     users,
@@ -318,6 +321,7 @@ async def cmd_circuits_reset(config: config_mod.Config, args: argparse.Namespace
 
 
 PRICE_COLUMNS = [
+    "provider",
     "model",
     "region",
     "input",
@@ -346,6 +350,7 @@ async def cmd_pricing_set(config: config_mod.Config, args: argparse.Namespace) -
             "cache_write_1h": args.cache_write_1h,
             "cache_read": args.cache_read,
             "effective_date": args.effective_date,
+            "provider": args.provider,
         },
         price_table.PriceInput,
     )
@@ -421,7 +426,114 @@ async def cmd_usage_summary(config: config_mod.Config, args: argparse.Namespace)
         return
     rows = [*groups, {"group_key": "TOTAL", **totals}]
     print(f"{result.since} .. {result.until} ({result.report_tz}, from {result.granularity} rollups)")
-    _print(rows, False, ["group_key", "requests", "fallback_requests", "input_tokens", "output_tokens", "cost_usd"])
+    _print(
+        rows,
+        False,
+        ["group_key", "requests", "fallback_requests", "input_tokens", "output_tokens", "cost_usd", "list_cost_usd"],
+    )
+
+
+# --- quota routing, routing strategy, the ledger (issue 14) ---------------------------------------
+
+
+def _when(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value is not None else None
+
+
+async def cmd_keys_quota(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        views = await quota.list_states(database, args.user)
+    if args.json:
+        _print([msgspec.to_builtins(v) for v in views], True)
+        return
+    names = sorted({name for v in views for name in v.windows}, key=lambda n: (n not in ("5h", "7d"), n))
+    rows = []
+    for v in views:
+        row: dict[str, Any] = {"key": v.access_key_id, "prefix": v.prefix, "user": v.user, "status": v.unified_status}
+        for name in names:
+            w = v.windows.get(name)
+            row[name] = None if w is None or w.utilization is None else f"{w.utilization:.0%}"
+            row[f"{name} reset"] = _when(w.reset) if w is not None else None
+        row["routed to bedrock until"] = _when(v.routed_until)
+        row["seen"] = _when(v.seen_at)
+        rows.append(row)
+    _print(rows, False)
+
+
+async def _set_routing(config: config_mod.Config, args: argparse.Namespace, scope: routing.Scope) -> None:
+    value = routing.parse(args.strategy)
+    async with _database(config) as database:
+        result = await routing.set_routing(database, ACTOR(), scope, args.target, value)
+    _print({**msgspec.to_builtins(result), "routing": result.routing or "inherit"}, args.json)
+
+
+async def cmd_keys_routing(config: config_mod.Config, args: argparse.Namespace) -> None:
+    await _set_routing(config, args, "key")
+
+
+async def cmd_users_routing(config: config_mod.Config, args: argparse.Namespace) -> None:
+    await _set_routing(config, args, "user")
+
+
+async def cmd_teams_routing(config: config_mod.Config, args: argparse.Namespace) -> None:
+    await _set_routing(config, args, "team")
+
+
+async def cmd_pricing_unpriced(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        rows = await ledger.list_unpriced(database, args.limit)
+    _print(
+        [msgspec.to_builtins(r) for r in rows] if args.json else [msgspec.structs.asdict(r) for r in rows],
+        args.json,
+        [
+            "created_at",
+            "request_id",
+            "user",
+            "provider",
+            "model",
+            "upstream_model",
+            "region",
+            "input_tokens",
+            "output_tokens",
+        ],
+    )
+
+
+async def cmd_pricing_reprice(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        book = await price_table.load_book(database)
+        result = await ledger.reprice(database, book, config.report_tz)
+    _print(msgspec.to_builtins(result), args.json)
+
+
+def _ledger_parsers(
+    keys_p: argparse._SubParsersAction[argparse.ArgumentParser],
+    users_p: argparse._SubParsersAction[argparse.ArgumentParser],
+    teams_p: argparse._SubParsersAction[argparse.ArgumentParser],
+    pricing_p: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    quota_k = keys_p.add_parser("quota", help="each key's plan quota: windows, utilization, routed to Bedrock")
+    quota_k.add_argument("--user")
+    quota_k.add_argument("--json", action="store_true")
+    quota_k.set_defaults(run=cmd_keys_quota)
+    strategies = f"{routing.PLAN_FIRST}, {routing.BEDROCK_ONLY} or {routing.INHERIT}"
+    for parent, scope, target_type, run in (
+        (keys_p, "key", int, cmd_keys_routing),
+        (users_p, "user", str, cmd_users_routing),
+        (teams_p, "team", str, cmd_teams_routing),
+    ):
+        route = parent.add_parser("routing", help=f"set a {scope}'s routing strategy (most specific wins)")
+        route.add_argument("target", type=target_type, metavar="KEY_ID" if scope == "key" else "NAME")
+        route.add_argument("strategy", metavar="STRATEGY", help=strategies)
+        route.add_argument("--json", action="store_true")
+        route.set_defaults(run=run)
+    unpriced = pricing_p.add_parser("unpriced", help="usage rows stored without a price (no price for their model)")
+    unpriced.add_argument("--limit", type=_positive_int, default=1000)
+    unpriced.add_argument("--json", action="store_true")
+    unpriced.set_defaults(run=cmd_pricing_unpriced)
+    reprice = pricing_p.add_parser("reprice", help="price the unpriced rows whose model now has a price")
+    reprice.add_argument("--json", action="store_true")
+    reprice.set_defaults(run=cmd_pricing_reprice)
 
 
 # --- admin accounts ------------------------------------------------------------------------------
@@ -616,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset_c.add_argument("--json", action="store_true")
     reset_c.set_defaults(run=cmd_circuits_reset)
 
-    pricing_p = sub.add_parser("pricing", help="the Bedrock price table").add_subparsers(dest="action", required=True)
+    pricing_p = sub.add_parser("pricing", help="the price table").add_subparsers(dest="action", required=True)
     list_p = pricing_p.add_parser("list", help="prices in force and their history")
     list_p.add_argument("--json", action="store_true")
     list_p.set_defaults(run=cmd_pricing_list)
@@ -626,6 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("input", "output", "cache-write-5m", "cache-write-1h", "cache-read"):
         set_p.add_argument(f"--{name}", required=True)
     set_p.add_argument("--effective-date", help="YYYY-MM-DD (default: today)")
+    set_p.add_argument("--provider", default="bedrock", choices=pricing.PROVIDERS, help="whose price (default bedrock)")
     set_p.add_argument("--json", action="store_true")
     set_p.set_defaults(run=cmd_pricing_set)
     import_p = pricing_p.add_parser("import", help="import price rows from a .json or .csv file")
@@ -649,6 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true")
     out.add_argument("--csv", action="store_true")
     summary.set_defaults(run=cmd_usage_summary)
+
+    _ledger_parsers(keys_p, users_p, teams_p, pricing_p)
 
     admin_p = sub.add_parser("admin", help="admin API accounts").add_subparsers(dest="action", required=True)
     create_a = admin_p.add_parser("create", help="create an admin (password from stdin, twice)")

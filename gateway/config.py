@@ -56,6 +56,15 @@ def _optional_url(raw: str) -> str | None:
     return _url(raw) if raw else None
 
 
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _optional_str(raw: str) -> str | None:
     return raw or None
 
@@ -329,6 +338,20 @@ class Config:
     admin_password_hash: Annotated[
         str | None,
         setting("", _bcrypt_hash, "bcrypt hash of the bootstrap admin's password (`$2b$…`).", secret=True),
+    ]
+
+    # Quota-aware routing (SPEC §3).
+    quota_routing: Annotated[
+        bool,
+        setting("true", _bool, "Route a key whose plan rejected it with a reset time straight to Bedrock until then."),
+    ]
+    quota_flush_seconds: Annotated[
+        float,
+        setting(
+            "5",
+            _float_range(0.1, 3600),
+            "How often the plan's latest quota readings are written for `ccproxy keys quota`.",
+        ),
     ]
 
     # Outbound proxies, under their conventional names (as curl and the AWS SDKs read them).

@@ -368,6 +368,7 @@ class KeyContext:
         "key_id",
         "monthly_budget_usd",
         "prefix",
+        "routing",
         "rpm_limit",
         "team_alert_thresholds",
         "team_allowed_models",
@@ -397,6 +398,7 @@ class KeyContext:
         self.team_budget_usd: Decimal | None = row["team_budget_usd"]
         self.team_alert_thresholds: list[int] = row["team_alert_thresholds"] or []
         self.team_allowed_models: list[str] | None = row["team_allowed_models"]
+        self.routing: str = row["routing"]  # plan_first | bedrock_only, resolved key → user → team
 
 
 def _same_context(a: KeyContext, b: KeyContext) -> bool:

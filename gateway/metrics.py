@@ -40,6 +40,7 @@ class Counters:
         "latency_count",
         "latency_sum",
         "requests",
+        "unpriced",
     )
 
     def __init__(self) -> None:
@@ -54,6 +55,7 @@ class Counters:
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
+        self.unpriced = 0  # usage rows stored without a price (their model had none)
 
     def observe(self, provider: str, status: int, latency_ms: float, fallback: bool, error: bool) -> None:
         self.requests[(provider, f"{status // 100}xx")] += 1
@@ -79,6 +81,7 @@ class Counters:
             ("ccproxy_circuit_open_total", self.circuit_open, "Times a key's plan circuit opened."),
             ("ccproxy_bedrock_tokens_total", self.bedrock_tokens, "Tokens used on Bedrock."),
             ("ccproxy_bedrock_cost_usd_total", self.bedrock_cost, "Bedrock cost in USD."),
+            ("ccproxy_unpriced_usage_total", self.unpriced, "Usage rows stored unpriced (no price for the model)."),
         ):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
         lines += [

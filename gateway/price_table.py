@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway import audit, db, errors, paging, pricing
+from gateway import audit, db, errors, ledger, paging, pricing
 
 logger = structlog.get_logger("gateway.price_table")
 
@@ -29,15 +29,16 @@ def _row_price(row: Any) -> pricing.Price:
         cache_write_1h=row["cache_write_1h"],
         cache_read=row["cache_read"],
         effective_date=row["effective_date"],
+        provider=row["provider"],
     )
 
 
 async def load_book(database: db.Database) -> pricing.PriceBook:
-    """Defaults, with any operator row for the same model, region and date winning."""
-    rows = {(p.model, p.region, p.effective_date): p for p in pricing.default_rows()}
+    """Defaults, with any operator row for the same provider, model, region and date winning."""
+    rows = {(p.provider, p.model, p.region, p.effective_date): p for p in pricing.default_rows()}
     for record in await database.fetch("list-prices"):
         price = _row_price(record)
-        rows[(price.model, price.region, price.effective_date)] = price
+        rows[(price.provider, price.model, price.region, price.effective_date)] = price
     return pricing.PriceBook(rows.values())
 
 
@@ -52,6 +53,7 @@ class PriceRow(msgspec.Struct):
     cache_write_1h: Decimal
     cache_read: Decimal
     effective_date: dt.date
+    provider: str = pricing.BEDROCK
 
 
 class PriceInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +65,7 @@ class PriceInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cache_write_1h: Decimal
     cache_read: Decimal
     effective_date: dt.date | None = None
+    provider: str = pricing.BEDROCK
 
 
 class PriceReload(msgspec.Struct):
@@ -85,6 +88,7 @@ def make_price(spec: PriceInput) -> pricing.Price:
         "cache_write_1h": spec.cache_write_1h,
         "cache_read": spec.cache_read,
         "effective_date": (spec.effective_date or dt.date.today()).isoformat(),
+        "provider": spec.provider,
     }
     try:
         return pricing.parse_row(raw, "price")
@@ -121,9 +125,15 @@ async def upsert(database: db.Database, actor: audit.Actor, prices: list[pricing
                 p.cache_write_1h,
                 p.cache_read,
                 p.effective_date,
+                p.provider,
             )
             await audit.record(
-                conn, actor, "price.upsert", "price", f"{p.model}/{p.region}/{p.effective_date}", as_dict(p)
+                conn,
+                actor,
+                "price.upsert",
+                "price",
+                f"{p.provider}/{p.model}/{p.region}/{p.effective_date}",
+                as_dict(p),
             )
     return len(prices)
 
@@ -146,7 +156,9 @@ class PriceTable:
 
     async def reload(self) -> None:
         try:
-            self.book = await load_book(self._db)
+            book = await load_book(self._db)
+            await ledger.register_book(self._db, book)  # before any row is priced with it
+            self.book = book
         except Exception as exc:  # keep pricing with the last good table
             logger.warning("price_reload_failed", error=type(exc).__name__)
 
@@ -154,6 +166,9 @@ class PriceTable:
         """The admin API's reload: re-read at once, failing loudly rather than keeping the old table."""
         self.book = await load_book(self._db)
         return PriceReload(rows=len(self.book))
+
+    def lookup(self, model_id: str, region: str, at: dt.datetime, provider: str) -> pricing.Price | None:
+        return self.book.lookup(model_id, region, at, provider)
 
     def cost(
         self, model_id: str, region: str, at: dt.datetime, tokens: pricing.TokenCounts

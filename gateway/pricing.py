@@ -1,12 +1,14 @@
-"""Bedrock cost arithmetic from a versioned price table (SPEC §5): model-id
+"""Cost arithmetic from a versioned price table (SPEC §5): model-id
 normalisation, an immutable in-memory `PriceBook`, per-token-type costs in exact
 six-decimal `Decimal`s, price snapshots for usage rows, and the parsers behind
 `ccproxy pricing import FILE`.
 
-Prices are USD per million tokens. A row applies from its `effective_date` (a UTC
-calendar date) until a newer row for the same model and region; an exact region beats
-the `*` row. Each usage row stores `snapshot(price)`, so editing the table never
-rewrites the cost of past requests.
+Prices are USD per million tokens, keyed by provider (`bedrock`, what the organisation
+pays; `anthropic`, the Anthropic API list price plan rows are valued at), model and
+region. A row applies from its `effective_date` (a UTC calendar date) until a newer row
+for the same provider, model and region; an exact region beats the `*` row. Each usage
+row stores `snapshot(price)`, so editing the table never rewrites the cost of past
+requests.
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 ANY_REGION = "*"
+BEDROCK = "bedrock"
+ANTHROPIC = "anthropic"
+PROVIDERS = (BEDROCK, ANTHROPIC)
 PRICE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 ROW_FIELDS = ("model", "region", *PRICE_FIELDS, "effective_date")
+# May be left out of a price file or snapshot: rows written before providers existed are Bedrock's.
+OPTIONAL_FIELDS = ("provider",)
 DEFAULT_PRICES_PATH = Path(__file__).with_name("default_prices.json")
 
 # Enough digits that tokens × price is exact (up to ~10^40); only quantize() rounds.
@@ -47,6 +54,7 @@ class Price:
     cache_write_1h: Decimal
     cache_read: Decimal
     effective_date: dt.date
+    provider: str = BEDROCK
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,17 +143,17 @@ class PriceBook:
     __slots__ = ("_dates", "_rows", "_versions")
 
     def __init__(self, rows: Iterable[Price]) -> None:
-        by_key: dict[tuple[str, str], list[Price]] = {}
+        by_key: dict[tuple[str, str, str], list[Price]] = {}
         for row in rows:
-            by_key.setdefault((row.model, row.region), []).append(row)
-        versions: dict[tuple[str, str], tuple[Price, ...]] = {}
-        dates: dict[tuple[str, str], tuple[dt.date, ...]] = {}
+            by_key.setdefault((row.provider, row.model, row.region), []).append(row)
+        versions: dict[tuple[str, str, str], tuple[Price, ...]] = {}
+        dates: dict[tuple[str, str, str], tuple[dt.date, ...]] = {}
         for key, group in by_key.items():
             group.sort(key=lambda p: p.effective_date)
             for a, b in itertools.pairwise(group):
                 if a.effective_date == b.effective_date:
                     raise ValueError(
-                        f"two prices for model {key[0]!r} region {key[1]!r} "
+                        f"two {key[0]} prices for model {key[1]!r} region {key[2]!r} "
                         f"from the same date {a.effective_date.isoformat()}"
                     )
             versions[key] = tuple(group)
@@ -166,10 +174,10 @@ class PriceBook:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def models(self) -> frozenset[str]:
-        return frozenset(model for model, _ in self._versions)
+    def models(self, provider: str = BEDROCK) -> frozenset[str]:
+        return frozenset(model for p, model, _ in self._versions if p == provider)
 
-    def lookup(self, model_id: str, region: str, at: dt.datetime) -> Price | None:
+    def lookup(self, model_id: str, region: str, at: dt.datetime, provider: str = BEDROCK) -> Price | None:
         """The price for a request to `model_id` in `region` at time `at`: the newest row
         with effective_date ≤ at's UTC date, from the exact region if it has one in
         force, else from `*`. None when nothing applies (unknown model, or too early).
@@ -178,7 +186,7 @@ class PriceBook:
         if at.tzinfo is not None:
             at = at.astimezone(dt.UTC)
         day = at.date()
-        for key in ((model, region), (model, ANY_REGION)):
+        for key in ((provider, model, region), (provider, model, ANY_REGION)):
             dates = self._dates.get(key)
             if dates is None:
                 continue
@@ -201,6 +209,8 @@ def snapshot(price: Price) -> dict[str, str]:
     for name in PRICE_FIELDS:
         snap[name] = _dec_str(getattr(price, name))
     snap["effective_date"] = price.effective_date.isoformat()
+    if price.provider != BEDROCK:  # Bedrock snapshots keep the shape they had before providers
+        snap["provider"] = price.provider
     return snap
 
 
@@ -234,9 +244,10 @@ def _parse_decimal(raw: Any, where: str, name: str) -> Decimal:
 def _parse_row(raw: Mapping[str, Any], where: str) -> Price:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: expected an object with fields {', '.join(ROW_FIELDS)}")
-    unknown = sorted(set(raw) - set(ROW_FIELDS))
+    unknown = sorted(set(raw) - set(ROW_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
-        raise ValueError(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(ROW_FIELDS)})")
+        fields = ", ".join((*ROW_FIELDS, *OPTIONAL_FIELDS))
+        raise ValueError(f"{where}: unknown field {unknown[0]!r} (fields: {fields})")
     for name in ROW_FIELDS:
         value = raw.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -254,8 +265,14 @@ def _parse_row(raw: Mapping[str, Any], where: str) -> Price:
         effective = dt.date.fromisoformat(date_raw.strip())
     except ValueError:
         raise ValueError(f"{where}: field 'effective_date': not a YYYY-MM-DD date: {date_raw!r}") from None
+    provider = raw.get("provider") or BEDROCK
+    if not isinstance(provider, str) or provider.strip().lower() not in PROVIDERS:
+        raise ValueError(f"{where}: field 'provider': expected one of {', '.join(PROVIDERS)}, got {provider!r}")
+    provider = provider.strip().lower()
+    if provider == ANTHROPIC and region.strip() != ANY_REGION:
+        raise ValueError(f"{where}: field 'region': Anthropic API prices have no region; use '*'")
     prices = {name: _parse_decimal(raw[name], where, name) for name in PRICE_FIELDS}
-    return Price(model=model, region=region.strip(), effective_date=effective, **prices)
+    return Price(model=model, region=region.strip(), effective_date=effective, provider=provider, **prices)
 
 
 def parse_row(raw: Mapping[str, Any], where: str) -> Price:
@@ -264,13 +281,13 @@ def parse_row(raw: Mapping[str, Any], where: str) -> Price:
 
 
 def _check_duplicates(rows: list[Price], labels: list[str]) -> None:
-    seen: dict[tuple[str, str, dt.date], str] = {}
+    seen: dict[tuple[str, str, str, dt.date], str] = {}
     for row, label in zip(rows, labels, strict=True):
-        key = (row.model, row.region, row.effective_date)
+        key = (row.provider, row.model, row.region, row.effective_date)
         if key in seen:
             raise ValueError(
                 f"{label}: duplicates {seen[key]} (model {row.model!r}, region "
-                f"{row.region!r}, effective_date {row.effective_date.isoformat()})"
+                f"{row.region!r}, effective_date {row.effective_date.isoformat()}, provider {row.provider})"
             )
         seen[key] = label
 

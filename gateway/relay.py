@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -26,7 +27,22 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from gateway import bedrock, circuit, envelope, errors, keys, limits, log, metrics, price_table, pricing, sse, usage
+from gateway import (
+    bedrock,
+    circuit,
+    envelope,
+    errors,
+    keys,
+    ledger,
+    limits,
+    log,
+    metrics,
+    price_table,
+    quota,
+    routing,
+    sse,
+    usage,
+)
 from gateway.config import Config
 from gateway.upstream import PlanClient, PlanConnectionError, PlanResponse
 
@@ -51,6 +67,15 @@ _ZERO = Decimal(0)
 _NO_USAGE = sse.UsageCounts()  # read-only stand-in for an answer that reported none
 _ERROR_CLASSES = frozenset({"network_error", "timeout", "server_error", "api_error", "overloaded_error"})
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
+# Plan outcomes of requests that never asked the plan (SPEC §3).
+CIRCUIT_OPEN = "circuit_open"
+QUOTA_EXHAUSTED = "quota_exhausted"  # the plan rejected the key until a reset time
+BEDROCK_ONLY = routing.BEDROCK_ONLY  # the key's routing strategy
+_PLAN_SKIPPED = frozenset({CIRCUIT_OPEN, QUOTA_EXHAUSTED, BEDROCK_ONLY})
+
+
+def _iso(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _always() -> bool:
@@ -83,7 +108,18 @@ class Call:
     """What one request brought: its identified key and the few body fields the gateway
     reads. Built once the key is resolved, so `ctx` is never None."""
 
-    __slots__ = ("abandoned", "body", "ctx", "endpoint", "model", "request_id", "session_id", "started", "stream")
+    __slots__ = (
+        "abandoned",
+        "body",
+        "ctx",
+        "endpoint",
+        "model",
+        "plan_resets_at",
+        "request_id",
+        "session_id",
+        "started",
+        "stream",
+    )
 
     def __init__(self, request_id: str, endpoint: str, started: float, ctx: keys.KeyContext, session_id: str | None):
         self.request_id = request_id
@@ -97,6 +133,8 @@ class Call:
         # The outcome a stream was producing when the request was cancelled (shutdown
         # after the drain deadline): the usage seen so far is still recorded.
         self.abandoned: Outcome | None = None
+        # Unix seconds until which the plan rejected this key (quota routing); 0: it did not.
+        self.plan_resets_at = 0.0
 
     async def read_body(self, request: web.Request, limit: int) -> None:
         # Read from the stream rather than `request.read()`, which keeps a second copy of
@@ -229,6 +267,7 @@ class Relay:
         keyring: envelope.Keyring,
         secrets: envelope.SecretCache,
         budgets: limits.Budgets,
+        quotas: quota.Quotas,
     ) -> None:
         self.config = config
         self.keys = key_cache
@@ -241,6 +280,7 @@ class Relay:
         self.keyring = keyring
         self.secrets = secrets
         self.budgets = budgets
+        self.quotas = quotas
         self.rate = limits.RateLimiter()
         self.sigv4 = bedrock.SigV4Auth()  # the deployment's default AWS credential chain
         self._plan_key = config.plan_api_key
@@ -283,9 +323,20 @@ class Relay:
         if request.method == "POST":
             await call.read_body(request, self.config.max_body_bytes)
         limits.check_model(ctx, call.model)
+        if ctx.routing == BEDROCK_ONLY:
+            return await self._bedrock_only(request, call)
         probing = False
         if call.endpoint != "models":
-            route = self.circuits.route(ctx.key_id, time.time())
+            now = time.time()
+            resets_at = self.quotas.routed_until(ctx.key_id, now)
+            if resets_at:
+                # The plan rejected this key until then: Bedrock without asking it again.
+                # A key without (usable) Bedrock keeps asking the plan, as before.
+                auth = await self._bedrock_auth(ctx)
+                if auth is not None:
+                    call.plan_resets_at = resets_at
+                    return await self._bedrock(request, call, auth, None, QUOTA_EXHAUSTED)
+            route = self.circuits.route(ctx.key_id, now)
             if route == circuit.PROBE_DUE:
                 probing = await self.circuits.claim_probe(ctx.key_id)
             if route != circuit.PLAN and not probing:
@@ -312,6 +363,8 @@ class Relay:
 
         async with answer:
             status = answer.status
+            # Every plan answer reports the key's quota; a rejection naming a reset routes it.
+            call.plan_resets_at = self.quotas.observe(call.ctx.key_id, answer.headers, status, time.time())
             reply_headers = self._client_headers(answer, call.request_id)
             if call.stream and status == 200 and answer.content_type.startswith("text/event-stream"):
                 if probing:
@@ -334,6 +387,8 @@ class Relay:
             counts = sse.UsageCounts()
             if not counts.observe_message(payload):
                 plan_outcome, counts = "server_error", None  # a 200 whose JSON is invalid
+        if call.plan_resets_at and plan_outcome == "rate_limit":
+            plan_outcome = "usage_limit"  # a quota rejection with a reset: not a transient limit, not counted
         reply = web.Response(status=status, body=payload, headers=reply_headers)
         if plan_outcome is not None and plan_outcome != "client_error":
             return await self._plan_failed(request, call, probing, PlanFailure(plan_outcome, reply, None, ttfb))
@@ -368,8 +423,33 @@ class Relay:
                     "x-ccproxy-fallback": "unavailable",
                 },
             )
-            return refusal(closed, call.request_id, plan_outcome="circuit_open", fallback_state="unavailable")
-        return await self._bedrock(request, call, auth, None)
+            return refusal(closed, call.request_id, plan_outcome=CIRCUIT_OPEN, fallback_state="unavailable")
+        return await self._bedrock(request, call, auth, None, CIRCUIT_OPEN)
+
+    async def _bedrock_only(self, request: web.Request, call: Call) -> Outcome:
+        """The key's routing strategy never calls the plan (SPEC §3)."""
+        auth = await self._bedrock_auth(call.ctx)
+        if auth is None:
+            # Setting bedrock_only needs Bedrock (gateway/routing.py); the key lost it since.
+            lost = errors.InternalError(
+                "This access key is routed bedrock_only but has no usable Bedrock credentials; "
+                "an operator must register a Bedrock key for it or change its routing."
+            )
+            return refusal(lost, call.request_id, plan_outcome=BEDROCK_ONLY)
+        if call.endpoint == "models":
+            return Outcome(self._mapped_models(call.request_id), "bedrock", plan_outcome=BEDROCK_ONLY)
+        return await self._bedrock(request, call, auth, None, BEDROCK_ONLY)
+
+    @staticmethod
+    def _mapped_models(request_id: str) -> web.Response:
+        """GET /v1/models in the Anthropic shape, from the Bedrock mapping table."""
+        data = [
+            {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
+            for name in bedrock.DEFAULT_MODEL_MAP
+        ]
+        body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        headers = {"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id}
+        return web.json_response(body, headers=headers)
 
     # --- Bedrock -------------------------------------------------------------------------
 
@@ -387,17 +467,22 @@ class Relay:
         return None
 
     async def _bedrock(
-        self, request: web.Request, call: Call, auth: bedrock.Auth, failure: PlanFailure | None
+        self,
+        request: web.Request,
+        call: Call,
+        auth: bedrock.Auth,
+        failure: PlanFailure | None,
+        skipped: str | None = None,
     ) -> Outcome:
-        """Bedrock answers in the plan's place: after `failure`, or (None) because the
-        key's circuit is open."""
+        """Bedrock answers in the plan's place: after `failure`, or without asking the plan
+        (`skipped`: circuit_open, quota_exhausted or bedrock_only)."""
         config = self.config
         ctx = call.ctx
         region = ctx.bedrock_region or config.bedrock_default_region
         model_id = bedrock.resolve_model(call.model or "", ctx.bedrock_model, config)
         fields: dict[str, Any] = {
-            "is_fallback": True,
-            "plan_outcome": failure.outcome if failure is not None else "circuit_open",
+            "is_fallback": skipped != BEDROCK_ONLY,  # bedrock_only is the route, not a fallback
+            "plan_outcome": failure.outcome if failure is not None else skipped,
             "region": region,
             "upstream_model": model_id,
         }
@@ -406,6 +491,12 @@ class Relay:
         proxy = config.proxy_for(base_url)
         request_id = call.request_id
         headers = {"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id}
+        if call.plan_resets_at:
+            # While the key is routed away, the client can see when its plan comes back.
+            headers["x-ccproxy-plan-resets-at"] = _iso(call.plan_resets_at)
+            if skipped == QUOTA_EXHAUSTED:
+                headers["x-ccproxy-fallback"] = "quota"
+                fields["fallback_state"] = "quota"
 
         if call.endpoint == "count_tokens":  # free on Bedrock too: no budget check
             try:
@@ -447,10 +538,16 @@ class Relay:
         client gets exactly what it would have got with no fallback (the plan's own error,
         whose wording Claude Code reads, or the gateway's timeout or network error), marked
         `x-ccproxy-fallback: failed`; the Bedrock error is logged, counted and recorded.
-        With no plan answer to relay (circuit open), Bedrock's error is the answer."""
+        With no plan answer to relay (circuit open, quota routing, bedrock_only), Bedrock's
+        error is the answer, in Anthropic's shape."""
         klass = exc.recorded_class
         if failure is None:
-            return refusal(exc, call.request_id, "bedrock", **fields)
+            outcome = refusal(exc, call.request_id, "bedrock", **fields)
+            if call.plan_resets_at and outcome.response is not None:
+                outcome.response.headers["x-ccproxy-plan-resets-at"] = _iso(call.plan_resets_at)
+                if fields.get("fallback_state"):
+                    outcome.response.headers["x-ccproxy-fallback"] = fields["fallback_state"]
+            return outcome
         logger.warning("bedrock_fallback_failed", error_class=klass, status=exc.status, message=exc.message)
         self.counters.fallback_failed(klass)
         return failure.relayed(call, "failed", provider="bedrock", error_class=klass, **fields)
@@ -553,7 +650,8 @@ class Relay:
         counts = outcome.usage or _NO_USAGE
         response = outcome.response
         created_at = usage.now()
-        cost, snapshot, bedrock_tokens = self._price(call.ctx, outcome, counts, created_at)
+        upstream_model = outcome.upstream_model or counts.model
+        priced, bedrock_tokens = self._price(call, outcome, counts, upstream_model, created_at)
         event = usage.UsageEvent(
             request_id=call.request_id,
             created_at=created_at,
@@ -563,7 +661,7 @@ class Relay:
             provider=outcome.provider,
             is_fallback=outcome.is_fallback,
             model=call.model,
-            upstream_model=outcome.upstream_model or counts.model,
+            upstream_model=upstream_model,
             status=response.status if response is not None else 499,  # 499: the client left first
             error_class=outcome.error_class,
             stream=call.stream,
@@ -573,11 +671,16 @@ class Relay:
             cache_creation_5m_tokens=counts.cache_5m,
             cache_creation_1h_tokens=counts.cache_1h,
             cache_read_input_tokens=counts.cache_read,
-            cost_usd=cost,
-            price_snapshot=snapshot,
+            cost_usd=priced.cost_usd,
+            price_snapshot=priced.price_snapshot,
             latency_ms=latency_ms,
             ttfb_ms=ttfb_ms,
             session_id=call.session_id,
+            list_cost_usd=priced.list_cost_usd,
+            list_price_id=priced.list_price_id,
+            unpriced=priced.unpriced,
+            region=outcome.region,
+            plan_outcome=outcome.plan_outcome,
         )
         self.writer.add(event)
         is_error = event.status >= 500 or event.error_class in _ERROR_CLASSES or outcome.fallback_state == "failed"
@@ -585,25 +688,34 @@ class Relay:
         log.request_line(_request_line(call, outcome, event, is_error, bedrock_tokens))
 
     def _price(
-        self, ctx: keys.KeyContext, outcome: Outcome, counts: sse.UsageCounts, created_at: Any
-    ) -> tuple[Decimal, dict[str, Any] | None, int]:
-        """(cost, price snapshot, tokens) of a Bedrock answer, recorded against the budgets
-        at once. Plan calls cost the organisation nothing."""
-        if outcome.provider != "bedrock" or outcome.usage is None or outcome.upstream_model is None:
-            return _ZERO, None, 0
-        tokens = pricing.TokenCounts(
-            input_tokens=counts.input_tokens,
-            output_tokens=counts.output_tokens,
-            cache_write_5m_tokens=counts.cache_5m or max(counts.cache_creation - counts.cache_1h, 0),
-            cache_write_1h_tokens=counts.cache_1h,
-            cache_read_tokens=counts.cache_read,
+        self, call: Call, outcome: Outcome, counts: sse.UsageCounts, model: str | None, created_at: Any
+    ) -> tuple[ledger.Priced, int]:
+        """Both ledger columns (gateway/ledger.py) and the Bedrock tokens; a Bedrock cost is
+        recorded against the budgets at once. Plan calls cost the organisation nothing."""
+        if outcome.usage is None:
+            return ledger.FREE, 0
+        tokens = ledger.tokens_of(
+            counts.input_tokens,
+            counts.output_tokens,
+            counts.cache_creation,
+            counts.cache_5m,
+            counts.cache_1h,
+            counts.cache_read,
         )
-        cost, snapshot = self.prices.cost(outcome.upstream_model, outcome.region or "*", created_at, tokens)
+        model = model or call.model
+        priced = ledger.price(self.prices.book, outcome.provider, model, outcome.region, created_at, tokens)
+        if priced.unpriced:
+            # Never priced at 0 in silence: counted, logged, listed by `ccproxy pricing unpriced`.
+            self.counters.unpriced += 1
+            logger.warning("price_missing", provider=outcome.provider, model=model, region=outcome.region)
+        if outcome.provider != "bedrock":
+            return priced, 0
+        cost = priced.cost_usd or _ZERO
         used = counts.input_tokens + counts.output_tokens + counts.cache_creation + counts.cache_read
         self.counters.bedrock_tokens += used
         self.counters.bedrock_cost += float(cost)
-        self.budgets.record(ctx, cost)
-        return cost, snapshot, used
+        self.budgets.record(call.ctx, cost)
+        return priced, used
 
     def _unidentified(
         self, exc: errors.GatewayError, request_id: str, endpoint: str, key: str, started: float
@@ -647,7 +759,7 @@ def _request_line(
         "user": call.ctx.user_name,
         "endpoint": event.endpoint,
         "provider_attempted": "plan"
-        if outcome.plan_outcome != "circuit_open" and event.provider != "none"
+        if outcome.plan_outcome not in _PLAN_SKIPPED and event.provider != "none"
         else event.provider,
         "plan_outcome": outcome.plan_outcome,
         "provider": event.provider,
@@ -662,12 +774,18 @@ def _request_line(
         "output_tokens": event.output_tokens,
         "cache_creation_input_tokens": event.cache_creation_input_tokens,
         "cache_read_input_tokens": event.cache_read_input_tokens,
-        "cost_usd": float(event.cost_usd),
+        "cost_usd": float(event.cost_usd or 0),
+        "list_cost_usd": float(event.list_cost_usd or 0),
         "latency_ms": round(latency_ms, 3),
         "ttfb_ms": round(ttfb_ms, 3) if ttfb_ms is not None else None,
         "session_id": event.session_id,
         **_request_metrics(
-            latency_ms, is_error, event.is_fallback, bedrock_tokens, event.cost_usd, outcome.fallback_state == "failed"
+            latency_ms,
+            is_error,
+            event.is_fallback,
+            bedrock_tokens,
+            event.cost_usd or _ZERO,
+            outcome.fallback_state == "failed",
         ),
     }
 

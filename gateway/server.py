@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,21 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import circuit, db, envelope, errors, keys, limits, log, metrics, price_table, relay, upstream, usage
+from gateway import (
+    circuit,
+    db,
+    envelope,
+    errors,
+    keys,
+    limits,
+    log,
+    metrics,
+    price_table,
+    quota,
+    relay,
+    upstream,
+    usage,
+)
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.server")
@@ -32,6 +47,7 @@ PRICES = web.AppKey("prices", price_table.PriceTable)
 SECRETS = web.AppKey("secrets", envelope.SecretCache)
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
 BUDGETS = web.AppKey("budgets", limits.Budgets)
+QUOTAS = web.AppKey("quotas", quota.Quotas)
 KEYRING: web.AppKey[envelope.Keyring] = web.AppKey("keyring")
 
 
@@ -98,6 +114,8 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         open_seconds=config.circuit_open_seconds,
     )
     prices = price_table.PriceTable(database)
+    quotas = quota.Quotas(database, enabled=config.quota_routing, flush_seconds=config.quota_flush_seconds)
+    app[QUOTAS] = quotas
     app[KEY_CACHE] = cache
     app[CIRCUITS] = circuits
     app[PRICES] = prices
@@ -107,6 +125,7 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
     async def on_connect() -> None:
         cache.clear()
         await circuits.reload_all()
+        await quotas.reload_all()
         await prices.reload()
 
     def on_prices(_payload: str) -> None:
@@ -119,19 +138,27 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
     listener = asyncio.create_task(
         db.listen_forever(
             app[DSN],
-            {keys.NOTIFY_CHANNEL: cache.on_notify, "ccproxy_circuits": circuits.on_notify, "ccproxy_prices": on_prices},
+            {
+                keys.NOTIFY_CHANNEL: cache.on_notify,
+                "ccproxy_circuits": circuits.on_notify,
+                "ccproxy_prices": on_prices,
+                quota.NOTIFY_CHANNEL: quotas.on_notify,
+            },
             on_connect,
             listening,
         )
     )
     refresher = asyncio.create_task(cache.refresh_forever(config.key_refresh_seconds))
     circuit_reloader = asyncio.create_task(circuits.reload_forever(config.key_refresh_seconds))
+    quota_reloader = asyncio.create_task(quotas.reload_forever(config.key_refresh_seconds))
+    quota_flusher = asyncio.create_task(quotas.flush_forever())
     # Serve only once revocations can reach us.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(listening.wait(), 10)
     yield
-    await _cancel(listener, refresher, circuit_reloader)
+    await _cancel(listener, refresher, circuit_reloader, quota_reloader, quota_flusher)
     await circuits.drain()
+    await quotas.drain()
     close = getattr(app[KEYRING], "close", None)
     if close is not None:
         await close()
@@ -211,6 +238,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[KEYRING],
         app[SECRETS],
         budgets,
+        app[QUOTAS],
     )
     yield
     await _cancel(refresher)
@@ -269,6 +297,7 @@ async def prometheus(request: web.Request) -> web.Response:
         "ccproxy_usage_queued": float(request.app[WRITER].queued),
         "ccproxy_key_cache_entries": float(len(request.app[KEY_CACHE])),
         "ccproxy_circuits_open": float(request.app[CIRCUITS].open_count()),
+        **request.app[QUOTAS].gauges(time.time()),
     }
     counters = request.app[COUNTERS]
     counters.circuit_open = request.app[CIRCUITS].opened_total

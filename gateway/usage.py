@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from gateway import db, journal
+from gateway import db, journal, ledger
 
 log = structlog.get_logger("gateway.usage")
 
@@ -47,11 +47,17 @@ class UsageEvent(msgspec.Struct, array_like=True):
     cache_creation_5m_tokens: int = 0
     cache_creation_1h_tokens: int = 0
     cache_read_input_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal | None = Decimal(0)  # None: unpriced (no price for the model yet)
     price_snapshot: dict[str, Any] | None = None
     latency_ms: float = 0.0
     ttfb_ms: float | None = None
     session_id: str | None = None
+    # The ledger (gateway/ledger.py): the same tokens at the provider's list price.
+    list_cost_usd: Decimal | None = Decimal(0)
+    list_price_id: int | None = None  # a plan row's list price, in price_snapshots (ledger.py)
+    unpriced: bool = False
+    region: str | None = None  # Bedrock's region (repricing needs it)
+    plan_outcome: str | None = None  # why the plan did not answer: SPEC §3 class, circuit_open, quota_exhausted, …
 
 
 COLUMNS = tuple(UsageEvent.__struct_fields__)
@@ -74,13 +80,28 @@ _encode_batch = msgspec.msgpack.Encoder().encode
 _decode_batch = msgspec.msgpack.Decoder(list[UsageEvent]).decode
 
 
-async def write_batch(connection: asyncpg.Connection, events: list[UsageEvent], report_tz: str = "UTC") -> int:
-    """Write one batch idempotently, with its rollups; returns how many rows were new."""
+async def write_batch(
+    connection: asyncpg.Connection,
+    events: list[UsageEvent],
+    report_tz: str = "UTC",
+    stored_snapshots: set[int] | None = None,
+) -> int:
+    """Write one batch idempotently, with its rollups; returns how many rows were new.
+    The price snapshots its rows refer to are stored in the same transaction, except
+    those in `stored_snapshots` (the caller's memory of what this database holds)."""
     records = [msgspec.structs.astuple(e) for e in events]
+    snapshots = {e.list_price_id for e in events if e.list_price_id is not None}
+    if stored_snapshots is not None:
+        snapshots -= stored_snapshots  # usually nothing left: a few ids, a set difference
     async with connection.transaction():
+        if snapshots:
+            await ledger.store_snapshots(connection, snapshots)
         await connection.execute(db.q("create-usage-staging"))
         await connection.copy_records_to_table("usage_staging", records=records, columns=COLUMNS)
-        return int(await connection.fetchval(db.q("insert-usage-from-staging"), report_tz))
+        new_rows = int(await connection.fetchval(db.q("insert-usage-from-staging"), report_tz))
+    if stored_snapshots is not None:
+        stored_snapshots.update(snapshots)
+    return new_rows
 
 
 class UsageWriter:
@@ -113,6 +134,7 @@ class UsageWriter:
         self._closing = False
         self._db_down_until = 0.0
         self._in_flight: list[list[UsageEvent]] = []
+        self._snapshots: set[int] = set()  # price snapshot ids known to be in this database
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.journaled = 0
@@ -196,7 +218,7 @@ class UsageWriter:
     async def _write(self, batch: list[UsageEvent]) -> bool:
         try:
             async with self._db.acquire() as connection:
-                new_rows = await write_batch(connection, batch, self._report_tz)
+                new_rows = await write_batch(connection, batch, self._report_tz, self._snapshots)
         except Exception as exc:  # the writer must outlive any failure; nothing is dropped
             self.failures += 1
             self._db_down_until = time.monotonic() + 1.0

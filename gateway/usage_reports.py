@@ -46,6 +46,7 @@ class Totals(msgspec.Struct):
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    list_cost_usd: Decimal = Decimal(0)  # the same tokens at list price (the ledger, SPEC §5)
 
 
 class Bucket(Totals, kw_only=True):
@@ -73,6 +74,7 @@ class TopUser(msgspec.Struct):
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
+    list_cost_usd: Decimal
     share: float
 
 
@@ -97,7 +99,10 @@ class UsageEventRow(msgspec.Struct):
     cache_creation_5m_tokens: int
     cache_creation_1h_tokens: int
     cache_read_input_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | None  # None: unpriced (no price for the model when it was written)
+    list_cost_usd: Decimal | None
+    unpriced: bool
+    plan_outcome: str | None
     latency_ms: float
     ttfb_ms: float | None
     session_id: str | None
@@ -385,6 +390,7 @@ class SummaryGroup(msgspec.Struct):
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
     cost_usd: Decimal
+    list_cost_usd: Decimal
 
 
 class SummaryTotals(msgspec.Struct):
@@ -396,6 +402,7 @@ class SummaryTotals(msgspec.Struct):
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    list_cost_usd: Decimal = Decimal(0)
 
 
 class Summary(msgspec.Struct):

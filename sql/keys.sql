@@ -60,7 +60,9 @@ SELECT k.id, k.user_id, u.name AS user_name, k.prefix, k.key_hash,
        k.bedrock_region, k.bedrock_model, k.bedrock_key_blob, k.bedrock_default_credentials,
        k.rpm_limit, u.monthly_budget_usd, u.alert_thresholds, u.allowed_models,
        u.team_id, t.name AS team_name, t.monthly_budget_usd AS team_budget_usd,
-       t.alert_thresholds AS team_alert_thresholds, t.allowed_models AS team_allowed_models
+       t.alert_thresholds AS team_alert_thresholds, t.allowed_models AS team_allowed_models,
+       -- the most specific routing strategy wins (gateway/routing.py)
+       COALESCE(k.routing, u.routing, t.routing, 'plan_first') AS routing
 FROM access_keys k
 JOIN users u ON u.id = k.user_id
 LEFT JOIN teams t ON t.id = u.team_id
@@ -74,7 +76,9 @@ SELECT k.id, k.user_id, u.name AS user_name, k.prefix, k.key_hash,
        k.bedrock_region, k.bedrock_model, k.bedrock_key_blob, k.bedrock_default_credentials,
        k.rpm_limit, u.monthly_budget_usd, u.alert_thresholds, u.allowed_models,
        u.team_id, t.name AS team_name, t.monthly_budget_usd AS team_budget_usd,
-       t.alert_thresholds AS team_alert_thresholds, t.allowed_models AS team_allowed_models
+       t.alert_thresholds AS team_alert_thresholds, t.allowed_models AS team_allowed_models,
+       -- the most specific routing strategy wins (gateway/routing.py)
+       COALESCE(k.routing, u.routing, t.routing, 'plan_first') AS routing
 FROM access_keys k
 JOIN users u ON u.id = k.user_id
 LEFT JOIN teams t ON t.id = u.team_id

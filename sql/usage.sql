@@ -15,18 +15,20 @@ WITH inserted AS (
     ON CONFLICT (request_id) DO NOTHING
     RETURNING created_at, user_id, access_key_id, model, provider, is_fallback, status,
               input_tokens, output_tokens, cache_creation_input_tokens,
-              cache_read_input_tokens, cost_usd
+              cache_read_input_tokens, cost_usd, list_cost_usd
 ), rolled AS (
     INSERT INTO usage_rollups AS r (
         granularity, bucket_start, user_id, access_key_id, model, provider, requests,
         fallback_requests, error_requests, input_tokens, output_tokens,
-        cache_creation_input_tokens, cache_read_input_tokens, cost_usd)
+        cache_creation_input_tokens, cache_read_input_tokens, cost_usd, list_cost_usd)
     SELECT g.granularity,
            date_trunc(g.granularity, i.created_at AT TIME ZONE $1) AT TIME ZONE $1,
            i.user_id, i.access_key_id, COALESCE(i.model, ''), i.provider,
            count(*), count(*) FILTER (WHERE i.is_fallback), count(*) FILTER (WHERE i.status >= 500),
            sum(i.input_tokens), sum(i.output_tokens), sum(i.cache_creation_input_tokens),
-           sum(i.cache_read_input_tokens), sum(i.cost_usd)
+           sum(i.cache_read_input_tokens),
+           -- an unpriced row (NULL) adds nothing until `ccproxy pricing reprice` prices it
+           COALESCE(sum(i.cost_usd), 0), COALESCE(sum(i.list_cost_usd), 0)
     FROM inserted i
     CROSS JOIN (VALUES ('minute'), ('hour'), ('day'), ('week'), ('month')) AS g (granularity)
     GROUP BY 1, 2, 3, 4, 5, 6
@@ -39,7 +41,8 @@ WITH inserted AS (
         output_tokens = r.output_tokens + EXCLUDED.output_tokens,
         cache_creation_input_tokens = r.cache_creation_input_tokens + EXCLUDED.cache_creation_input_tokens,
         cache_read_input_tokens = r.cache_read_input_tokens + EXCLUDED.cache_read_input_tokens,
-        cost_usd = r.cost_usd + EXCLUDED.cost_usd
+        cost_usd = r.cost_usd + EXCLUDED.cost_usd,
+        list_cost_usd = r.list_cost_usd + EXCLUDED.list_cost_usd
     RETURNING 1
 )
 SELECT count(*) FROM inserted;
@@ -50,3 +53,62 @@ WHERE granularity = 'minute' AND bucket_start < now() - make_interval(days => $1
 
 -- name: count-usage-events
 SELECT count(*) FROM usage_events;
+
+-- name: list-unpriced-usage
+-- Rows stored without a price (their model had none), oldest first; $1 rows at most,
+-- after the row ($2 created_at, $3 request_id) when given (paging).
+SELECT e.request_id, e.created_at, u.name AS user, e.provider, e.model, e.upstream_model,
+       e.region, e.input_tokens, e.output_tokens, e.cache_creation_input_tokens,
+       e.cache_creation_5m_tokens, e.cache_creation_1h_tokens, e.cache_read_input_tokens
+FROM usage_events e
+JOIN users u ON u.id = e.user_id
+WHERE e.unpriced
+  AND ($2::timestamptz IS NULL OR (e.created_at, e.request_id) > ($2, $3::uuid))
+ORDER BY e.created_at, e.request_id
+LIMIT $1;
+
+-- name: count-unpriced-usage
+SELECT count(*) FROM usage_events WHERE unpriced;
+
+-- name: reprice-usage
+-- Price unpriced rows ($1 ids with their costs and snapshots) and add those costs to the
+-- rollups the rows were counted in, in one statement, so totals stay the sum of the rows.
+-- `WHERE e.unpriced` makes a row priced once: a priced row is never rewritten. $6 is the
+-- reporting time zone. Rollup rows already pruned (old minutes) are simply not there.
+WITH priced AS (
+    UPDATE usage_events e
+    SET cost_usd = v.cost_usd, price_snapshot = v.price_snapshot,
+        list_cost_usd = v.list_cost_usd, list_price_id = v.list_price_id,
+        unpriced = false
+    FROM unnest($1::uuid[], $2::numeric[], $3::jsonb[], $4::numeric[], $5::bigint[])
+         AS v (request_id, cost_usd, price_snapshot, list_cost_usd, list_price_id)
+    WHERE e.request_id = v.request_id AND e.unpriced
+    RETURNING e.created_at, e.user_id, e.access_key_id, e.model, e.provider, e.cost_usd, e.list_cost_usd
+), sums AS (
+    SELECT g.granularity,
+           date_trunc(g.granularity, p.created_at AT TIME ZONE $6) AT TIME ZONE $6 AS bucket_start,
+           p.user_id, p.access_key_id, COALESCE(p.model, '') AS model, p.provider,
+           sum(p.cost_usd) AS cost_usd, sum(p.list_cost_usd) AS list_cost_usd
+    FROM priced p
+    CROSS JOIN (VALUES ('minute'), ('hour'), ('day'), ('week'), ('month')) AS g (granularity)
+    GROUP BY 1, 2, 3, 4, 5, 6
+), rolled AS (
+    UPDATE usage_rollups r
+    SET cost_usd = r.cost_usd + s.cost_usd, list_cost_usd = r.list_cost_usd + s.list_cost_usd
+    FROM sums s
+    WHERE r.granularity = s.granularity AND r.bucket_start = s.bucket_start
+      AND r.user_id = s.user_id AND r.access_key_id = s.access_key_id
+      AND r.model = s.model AND r.provider = s.provider
+    RETURNING 1
+)
+SELECT count(*) FROM priced;
+
+-- name: insert-price-snapshots
+-- Snapshots are immutable and named by their content: a second writer of the same one
+-- changes nothing.
+INSERT INTO price_snapshots (id, snapshot)
+SELECT * FROM unnest($1::bigint[], $2::jsonb[])
+ON CONFLICT (id) DO NOTHING;
+
+-- name: get-price-snapshot
+SELECT snapshot FROM price_snapshots WHERE id = $1;

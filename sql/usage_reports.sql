@@ -21,7 +21,8 @@ WITH buckets AS (
            sum(r.output_tokens) AS output_tokens,
            sum(r.cache_creation_input_tokens) AS cache_creation_input_tokens,
            sum(r.cache_read_input_tokens) AS cache_read_input_tokens,
-           sum(r.cost_usd) AS cost_usd
+           sum(r.cost_usd) AS cost_usd,
+           sum(r.list_cost_usd) AS list_cost_usd
     FROM usage_rollups r
     JOIN users u ON u.id = r.user_id
     WHERE r.granularity = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3
@@ -42,7 +43,8 @@ SELECT b.bucket_start,
        COALESCE(s.output_tokens, 0)::bigint AS output_tokens,
        COALESCE(s.cache_creation_input_tokens, 0)::bigint AS cache_creation_input_tokens,
        COALESCE(s.cache_read_input_tokens, 0)::bigint AS cache_read_input_tokens,
-       COALESCE(s.cost_usd, 0) AS cost_usd
+       COALESCE(s.cost_usd, 0) AS cost_usd,
+       COALESCE(s.list_cost_usd, 0) AS list_cost_usd
 FROM buckets b
 LEFT JOIN sums s USING (bucket_start)
 ORDER BY b.bucket_start;
@@ -58,7 +60,8 @@ SELECT r.model,
        sum(r.output_tokens)::bigint AS output_tokens,
        sum(r.cache_creation_input_tokens)::bigint AS cache_creation_input_tokens,
        sum(r.cache_read_input_tokens)::bigint AS cache_read_input_tokens,
-       sum(r.cost_usd) AS cost_usd
+       sum(r.cost_usd) AS cost_usd,
+       sum(r.list_cost_usd) AS list_cost_usd
 FROM usage_rollups r
 JOIN users u ON u.id = r.user_id
 WHERE r.granularity = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3
@@ -75,7 +78,8 @@ ORDER BY sum(r.cost_usd) DESC, sum(r.requests) DESC, r.model;
 -- their share of that measure over all users.
 WITH per_user AS (
     SELECT r.user_id, sum(r.requests) AS requests, sum(r.input_tokens) AS input_tokens,
-           sum(r.output_tokens) AS output_tokens, sum(r.cost_usd) AS cost_usd
+           sum(r.output_tokens) AS output_tokens, sum(r.cost_usd) AS cost_usd,
+           sum(r.list_cost_usd) AS list_cost_usd
     FROM usage_rollups r
     JOIN users u ON u.id = r.user_id
     WHERE r.granularity = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3
@@ -92,7 +96,7 @@ WITH per_user AS (
 )
 SELECT m.user_id, u.name AS user_name, m.requests::bigint AS requests,
        m.input_tokens::bigint AS input_tokens, m.output_tokens::bigint AS output_tokens,
-       m.cost_usd,
+       m.cost_usd, m.list_cost_usd,
        CASE WHEN sum(m.measure) OVER () > 0
             THEN (m.measure / sum(m.measure) OVER ())::float8 ELSE 0 END AS share,
        count(*) OVER () AS total
@@ -107,7 +111,8 @@ SELECT e.request_id, e.created_at, e.user_id, u.name AS user_name, e.access_key_
        k.prefix AS access_key_prefix, e.endpoint, e.provider, e.is_fallback, e.model,
        e.upstream_model, e.status, e.error_class, e.stream, e.input_tokens, e.output_tokens,
        e.cache_creation_input_tokens, e.cache_creation_5m_tokens, e.cache_creation_1h_tokens,
-       e.cache_read_input_tokens, e.cost_usd, e.latency_ms, e.ttfb_ms, e.session_id,
+       e.cache_read_input_tokens, e.cost_usd, e.list_cost_usd, e.unpriced, e.plan_outcome,
+       e.latency_ms, e.ttfb_ms, e.session_id,
        count(*) OVER () AS total
 FROM usage_events e
 JOIN users u ON u.id = e.user_id
@@ -129,7 +134,8 @@ SELECT e.request_id, e.created_at, e.user_id, u.name AS user_name, e.access_key_
        k.prefix AS access_key_prefix, e.endpoint, e.provider, e.is_fallback, e.model,
        e.upstream_model, e.status, e.error_class, e.stream, e.input_tokens, e.output_tokens,
        e.cache_creation_input_tokens, e.cache_creation_5m_tokens, e.cache_creation_1h_tokens,
-       e.cache_read_input_tokens, e.cost_usd, e.latency_ms, e.ttfb_ms, e.session_id
+       e.cache_read_input_tokens, e.cost_usd, e.list_cost_usd, e.unpriced, e.plan_outcome,
+       e.latency_ms, e.ttfb_ms, e.session_id
 FROM usage_events e
 JOIN users u ON u.id = e.user_id
 JOIN access_keys k ON k.id = e.access_key_id
@@ -159,7 +165,8 @@ SELECT CASE $4::text
        sum(r.output_tokens)::bigint AS output_tokens,
        sum(r.cache_creation_input_tokens)::bigint AS cache_creation_input_tokens,
        sum(r.cache_read_input_tokens)::bigint AS cache_read_input_tokens,
-       sum(r.cost_usd) AS cost_usd
+       sum(r.cost_usd) AS cost_usd,
+       sum(r.list_cost_usd) AS list_cost_usd
 FROM usage_rollups r
 JOIN users u ON u.id = r.user_id
 JOIN access_keys k ON k.id = r.access_key_id

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,53 @@ async def test_claude_code_completes_a_task_on_bedrock_when_the_plan_fails(
     text = logs.text()
     assert issued["key"] not in text and PLAN_CREDENTIAL not in text
     assert fake_bedrock_server.api_key not in text and "okapi-narwhal" not in text
+
+
+async def test_claude_code_skips_an_exhausted_plan_until_its_reset_then_uses_it_again(
+    gateway_factory: Any,
+    fake: tuple[FakeAnthropic, str],
+    bedrock: tuple[FakeBedrock, str],
+    logs: LogCapture,
+    tmp_path: Path,
+) -> None:
+    """Quota-aware routing with the real CLI: the plan rejects the key (unified status
+    `rejected`, a reset named); the next run of Claude Code is answered by Bedrock without
+    the plan seeing it; after the reset the plan serves again. The reset is 12 s ahead, not
+    3 s: one `claude -p` takes a few seconds to start, and the second run must fall inside it."""
+    upstream, plan_url = fake
+    fake_bedrock_server, bedrock_url = bedrock
+    gw: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock_url)
+    issued = await gw.issue_key("dev")
+    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], fake_bedrock_server.api_key)
+    base_url = f"{gw.url}/ak/{issued['key']}"
+    reset_in = 12.0
+    upstream.queue(*[f"rejected:{reset_in:g}"] * 20)  # whatever reaches the plan before the reset is rejected
+    started = time.time()
+
+    first = await run_claude(tmp_path / "home1", base_url)
+    assert first["is_error"] is False and first["result"].strip() == BEDROCK_TEXT, first
+    asked = len(upstream.requests)
+    assert asked >= 1  # the plan was asked and said `rejected`
+
+    second = await run_claude(tmp_path / "home2", base_url)
+    assert time.time() < started + reset_in, "the second run must end before the reset (slow machine?)"
+    assert second["is_error"] is False and second["result"].strip() == BEDROCK_TEXT, second
+    assert len(upstream.requests) == asked, "the plan saw requests while the key was routed to Bedrock"
+
+    await asyncio.sleep(max(0.0, started + reset_in + 0.5 - time.time()))
+    upstream.scripted.clear()  # the plan has its quota back
+    third = await run_claude(tmp_path / "home3", base_url)
+    assert third["is_error"] is False and third["result"].strip() == "Hello from the fake upstream.", third
+    assert len(upstream.requests) > asked
+
+    rows = await gw.usage_rows()
+    outcomes = [(r["provider"], r["plan_outcome"]) for r in rows]
+    served = len(upstream.requests) - asked  # the third run's requests, all served by the plan
+    routed = len(rows) - asked - served
+    assert routed >= 1
+    assert (
+        outcomes
+        == [("bedrock", "usage_limit")] * asked + [("bedrock", "quota_exhausted")] * routed + [("plan", None)] * served
+    )
+    lines = [line for line in logs.lines() if line.get("event") == "request_completed"]
+    assert any(line["plan_outcome"] == "quota_exhausted" and line["provider_attempted"] == "bedrock" for line in lines)

@@ -42,6 +42,7 @@ TOTALS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
     "cost_usd",
+    "list_cost_usd",
 )
 
 
@@ -110,6 +111,7 @@ async def test_usage_summary_by_user_key_model_day_json_and_csv_equals_the_event
         "cache_creation_input_tokens": sum(r["cache_creation_input_tokens"] for r in rows),
         "cache_read_input_tokens": sum(r["cache_read_input_tokens"] for r in rows),
         "cost_usd": sum(r["cost_usd"] for r in rows),
+        "list_cost_usd": sum(r["list_cost_usd"] for r in rows),
     }
     assert expected["fallback_requests"] == 3 and expected["error_requests"] == 1 and expected["cost_usd"] > 0
 
@@ -125,7 +127,7 @@ async def test_usage_summary_by_user_key_model_day_json_and_csv_equals_the_event
     results = dict(zip(calls, (o.stdout for o in outputs), strict=True))
 
     def as_numbers(group: dict[str, Any]) -> dict[str, Any]:
-        return {k: Decimal(group[k]) if k == "cost_usd" else int(group[k]) for k in TOTALS}
+        return {k: Decimal(group[k]) if k.endswith("cost_usd") else int(group[k]) for k in TOTALS}
 
     user_of = {ann["id"]: "ann", ann2["id"]: "ann", bob["id"]: "bob"}
     prefix_of = {ann["id"]: ann["key"][:9] + "…", ann2["id"]: ann2["key"][:9] + "…", bob["id"]: bob["key"][:9] + "…"}
@@ -133,7 +135,7 @@ async def test_usage_summary_by_user_key_model_day_json_and_csv_equals_the_event
     def grouped(key_of: Any) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
-            g = out.setdefault(key_of(r), {k: Decimal(0) if k == "cost_usd" else 0 for k in TOTALS})
+            g = out.setdefault(key_of(r), {k: Decimal(0) if k.endswith("cost_usd") else 0 for k in TOTALS})
             g["requests"] += 1
             g["fallback_requests"] += int(r["is_fallback"])
             g["error_requests"] += int(r["status"] >= 500)
