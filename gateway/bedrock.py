@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 import yarl
 
-from gateway import errors
+from gateway import bedrock_features, errors
 from gateway.config import Config
 from gateway.eventstream import BedrockSSETranslator, OnEvent, error_class
 
@@ -88,8 +88,9 @@ def endpoint(region: str, config: Config) -> str:
 
 
 def prepare_body(raw: bytes, anthropic_beta: str | None, config: Config) -> bytes:
-    """Anthropic Messages body → Bedrock Invoke body: no `model`/`stream`, operator-stripped
-    fields removed, `anthropic_version` and the allowed `anthropic_beta` values added."""
+    """Anthropic Messages body → Bedrock Invoke body: no `model`/`stream`, each feature
+    forwarded, its beta moved into `anthropic_beta`, stripped with its beta, or refused
+    with a 400 naming it (`bedrock_features`); `anthropic_version` added."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -98,16 +99,26 @@ def prepare_body(raw: bytes, anthropic_beta: str | None, config: Config) -> byte
         raise errors.InvalidRequest("request body must be a JSON object")
     body.pop("model", None)
     body.pop("stream", None)
-    for field in config.bedrock_strip_fields:
-        body.pop(field, None)
-    body["anthropic_version"] = ANTHROPIC_VERSION
     body.pop("anthropic_beta", None)
-    if anthropic_beta:
-        allowed = config.bedrock_beta_allowlist
-        betas = list(dict.fromkeys(b for b in (v.strip() for v in anthropic_beta.split(",")) if b in allowed))
-        if betas:
-            body["anthropic_beta"] = betas
+    header = [b for b in (v.strip() for v in anthropic_beta.split(",")) if b] if anthropic_beta else []
+    # Each feature's field and beta are kept or removed together (gateway/bedrock_features.py).
+    betas = feature_plan(config).apply(body, header)
+    body["anthropic_version"] = ANTHROPIC_VERSION
+    if betas:
+        body["anthropic_beta"] = betas
     return orjson.dumps(body)
+
+
+_PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], bedrock_features.Plan] = {}
+
+
+def feature_plan(config: Config) -> bedrock_features.Plan:
+    """The feature table compiled for this config's two lists (once per pair)."""
+    key = (config.bedrock_beta_allowlist, config.bedrock_strip_fields)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = bedrock_features.Plan(*key)
+    return plan
 
 
 # --- auth ----------------------------------------------------------------------------

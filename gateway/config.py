@@ -265,17 +265,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "bedrock_beta_allowlist",
-        "interleaved-thinking-2025-05-14,context-1m-2025-08-07,"
-        "fine-grained-tool-streaming-2025-05-14,token-efficient-tools-2025-02-19,"
-        "computer-use-2025-01-24,output-128k-2025-02-19,context-management-2025-06-27",
+        "interleaved-thinking-2025-05-14,context-1m-2025-08-07,context-management-2025-06-27,"
+        "effort-2025-11-24,fine-grained-tool-streaming-2025-05-14,tool-search-tool-2025-10-19,"
+        "tool-examples-2025-10-29,extended-cache-ttl-2025-04-11,mid-conversation-system-2026-04-07,"
+        "token-efficient-tools-2025-02-19,computer-use-2025-01-24,output-128k-2025-02-19",
         _csv,
-        "anthropic-beta values forwarded to Bedrock; others are dropped.",
+        "anthropic-beta values Bedrock accepts, moved into the body's anthropic_beta; others are dropped.",
     ),
     Setting(
         "bedrock_strip_fields",
-        "context_management,mcp_servers,container,service_tier",
+        "mcp_servers,container,speed,service_tier,tools.strict,cache_control.scope",
         _csv,
-        "Request fields removed before a Bedrock call (Bedrock rejects them).",
+        "Request fields removed before a Bedrock call, each together with its beta (README: Bedrock features).",
     ),
     Setting(
         "bedrock_timeout",

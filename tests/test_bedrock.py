@@ -60,6 +60,9 @@ def test_prepare_body_removes_model_stream_and_stripped_fields_and_adds_version(
         "anthropic_version": "bedrock-2023-05-31",
         "thinking": {"type": "enabled", "budget_tokens": 1024},
         "metadata": {"user_id": "u"},
+        # forwarded, and its beta goes along even though the client sent none
+        "context_management": {},
+        "anthropic_beta": ["context-management-2025-06-27"],
     }
 
 

@@ -514,9 +514,10 @@ async def test_body_and_headers_bedrock_receives(
     assert status == 200
     [seen] = bedrock.requests
     sent = orjson.loads(seen.body)
-    expected = {k: v for k, v in request.items() if k not in ("model", "stream", "service_tier", "context_management")}
+    expected = {k: v for k, v in request.items() if k not in ("model", "stream", "service_tier")}
     expected["anthropic_version"] = "bedrock-2023-05-31"
-    expected["anthropic_beta"] = ["interleaved-thinking-2025-05-14"]
+    # context_management is forwarded with its beta beside it (README: Bedrock features)
+    expected["anthropic_beta"] = ["interleaved-thinking-2025-05-14", "context-management-2025-06-27"]
     assert sent == expected
     headers = {k.lower(): v for k, v in seen.headers.items()}
     assert headers["authorization"] == f"Bearer {bedrock.api_key}"
