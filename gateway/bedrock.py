@@ -294,7 +294,8 @@ class BedrockResponse:
     """An answer from Bedrock in Anthropic form.
 
     Non-streaming: `body` is the Anthropic message JSON exactly as Bedrock sent it.
-    Streaming: iterate (`async for chunk in response`) for Anthropic SSE bytes. Always
+    Streaming: iterate (`async for chunk in response`, or `readany()` until b"") for
+    Anthropic SSE bytes. Always
     `close()` it (or use `async with`): it owns the upstream connection.
     """
 
@@ -333,12 +334,19 @@ class BedrockResponse:
         return self
 
     async def __anext__(self) -> bytes:
+        chunk = await self.readany()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def readany(self) -> bytes:
+        """The SSE bytes of the frames that arrived since the last call; b"" at the end."""
         if self._pending:
             out, self._pending = self._pending, b""
             return out
         translator = self.translator
         if self._done or translator is None:
-            raise StopAsyncIteration
+            return b""
         try:
             while True:
                 try:
@@ -350,16 +358,12 @@ class BedrockResponse:
                 if not data:
                     out = translator.finish()
                     self._finish(release=translator.failure is None)
-                    if out:
-                        return out
-                    raise StopAsyncIteration
+                    return out
                 out = translator.feed(data)
                 if translator.finished:
                     self._finish(release=False)
-                if out:
+                if out or self._done:
                     return out
-                if self._done:
-                    raise StopAsyncIteration
         except BaseException:
             # cancellation (client went away) or anything unexpected: drop the connection
             self._finish(release=False)

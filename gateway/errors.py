@@ -14,11 +14,18 @@ class GatewayError(Exception):
 
     status: int = 500
     error_type: str = "api_error"
+    # What the usage row and the log line record; the error type unless a subclass is
+    # more specific than Anthropic's few types.
+    error_class: str | None = None
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+
+    @property
+    def recorded_class(self) -> str:
+        return self.error_class or self.error_type
 
     def body(self, request_id: str) -> bytes:
         return error_body(self.error_type, self.message, request_id)
@@ -71,16 +78,35 @@ class RateLimited(ClientError):
     error_type = "rate_limit_error"
 
 
-# --- an upstream's (or our own) fault (5xx) ----------------------------------------
+# --- an upstream's or our own fault (5xx) -------------------------------------------
 
 
-class UpstreamError(GatewayError):
-    status = 502
+class ServerError(GatewayError):
+    """Not the caller's fault: the root of every 5xx, ours and the upstreams'."""
+
+    status = 500
     error_type = "api_error"
 
 
-class InternalError(UpstreamError):
+class InternalError(ServerError):
+    """The gateway's own failure."""
+
     status = 500
+    error_type = "api_error"
+
+
+class ServiceUnavailable(ServerError):
+    """The gateway cannot serve right now (its database is away, or a key's plan circuit
+    is open with no fallback); `retry-after` says when to try again."""
+
+    status = 503
+    error_type = "overloaded_error"
+
+
+class UpstreamError(ServerError):
+    """An upstream (the plan or Bedrock) failed."""
+
+    status = 502
     error_type = "api_error"
 
 
@@ -91,11 +117,30 @@ class UpstreamUnavailable(UpstreamError):
     error_type = "api_error"
 
 
+class UpstreamFailed(UpstreamError):
+    """The upstream answered with a failure of its own (a model stream error or timeout)."""
+
+    status = 500
+    error_type = "api_error"
+
+
 class Overloaded(UpstreamError):
     status = 529
     error_type = "overloaded_error"
 
 
-class ServiceUnavailable(UpstreamError):
-    status = 503
-    error_type = "overloaded_error"
+class FallbackAccessDenied(UpstreamError):
+    """Bedrock refused the gateway's own credentials or model access. The developer cannot
+    fix that, so it is never a 401/403 (Claude Code would ask them to log in again): a 500
+    that tells them the operator must act (SPEC §4)."""
+
+    status = 500
+    error_type = "api_error"
+    error_class = "bedrock_access_denied"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(
+            "The gateway's Bedrock fallback was refused its credentials or model access; "
+            f"the gateway's operator must fix this ({message}).",
+            headers=headers,
+        )

@@ -246,7 +246,7 @@ def error_class(code: str | None, status: int | None = None) -> type[errors.Gate
     if name == "validation":
         return errors.InvalidRequest
     if name in ("modelstreamerror", "modeltimeout"):
-        return errors.InternalError
+        return errors.UpstreamFailed
     if status in (401, 403):
         return errors.AuthenticationFailed
     if status == 429:

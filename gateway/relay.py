@@ -1,4 +1,10 @@
-"""The request path: identify the key, relay to the plan, meter, record, log.
+"""The request path: identify the key, relay to the plan (or Bedrock), meter, record, log.
+
+One request reads top to bottom in `Relay.handle`: the key is resolved first (every
+`Call` has its `KeyContext`); `_answer` picks the route; the provider branch (`_plan`,
+`_bedrock`) or the gateway's own refusal *returns* an `Outcome`; a streamed answer goes
+through the one loop in `_stream`; `_meter` turns the outcome into the usage event, the
+counters and the log line.
 
 Hot-path rules (ARCHITECTURE.md): the request body goes upstream as the bytes that came
 in; each upstream chunk is written to the client as the same bytes object; the SSE
@@ -11,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -21,7 +28,7 @@ from aiohttp import web
 
 from gateway import bedrock, circuit, envelope, errors, keys, limits, log, metrics, price_table, pricing, sse, usage
 from gateway.config import Config
-from gateway.upstream import PlanClient, PlanResponse, UpstreamError
+from gateway.upstream import PlanClient, PlanConnectionError, PlanResponse
 
 logger = structlog.get_logger("gateway.relay")
 
@@ -34,15 +41,16 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 RELAY_RESPONSE = frozenset({"content-type", "request-id", "retry-after"})
 
 SESSION_HEADER = "x-claude-code-session-id"
-_USAGE_EVENTS = frozenset({b"message_start", b"message_delta", b"error", b"message_stop"})
-
+# What the client sees when the plan dies mid-stream, in-band as Anthropic does.
+LOST_MID_STREAM = (
+    b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
+    b'"message":"The upstream connection was lost mid-stream."}}\n\n'
+)
 
 _ZERO = Decimal(0)
+_NO_USAGE = sse.UsageCounts()  # read-only stand-in for an answer that reported none
 _ERROR_CLASSES = frozenset({"network_error", "timeout", "server_error", "api_error", "overloaded_error"})
-
-
-def _too_large(limit: int) -> errors.RequestTooLarge:
-    return errors.RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
+_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
 
 
 def _always() -> bool:
@@ -71,47 +79,135 @@ def classify(status: int, body: bytes | None) -> str | None:
     return None
 
 
-class Exchange:
-    """Everything one request accumulates for its usage event and log line."""
+class Call:
+    """What one request brought: its identified key and the few body fields the gateway
+    reads. Built once the key is resolved, so `ctx` is never None."""
+
+    __slots__ = ("abandoned", "body", "ctx", "endpoint", "model", "request_id", "session_id", "started", "stream")
+
+    def __init__(self, request_id: str, endpoint: str, started: float, ctx: keys.KeyContext, session_id: str | None):
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.started = started
+        self.ctx = ctx
+        self.session_id = session_id
+        self.body: bytes | None = None
+        self.model: str | None = None
+        self.stream = False
+        # The outcome a stream was producing when the request was cancelled (shutdown
+        # after the drain deadline): the usage seen so far is still recorded.
+        self.abandoned: Outcome | None = None
+
+    async def read_body(self, request: web.Request, limit: int) -> None:
+        # Read from the stream rather than `request.read()`, which keeps a second copy of
+        # the body on the request for its whole life: 50 KB per open Claude Code stream.
+        length = request.content_length
+        if length is not None and length > limit:
+            raise _too_large(limit)  # without reading it
+        read = request.content.readany
+        chunks = []
+        size = 0
+        while chunk := await read():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            fields = _decode_envelope(body)
+        except msgspec.ValidationError as exc:
+            raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
+        except msgspec.DecodeError:
+            raise errors.InvalidRequest("Request body is not valid JSON.") from None
+        self.body = body
+        self.model = fields.model
+        self.stream = fields.stream and self.endpoint == "messages"
+
+
+def _too_large(limit: int) -> errors.RequestTooLarge:
+    return errors.RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
+
+
+class Outcome:
+    """How one request ended, as the branch that answered it saw it: the response, which
+    provider gave it, and what the usage event and the log line record."""
 
     __slots__ = (
-        "ctx",
-        "endpoint",
         "error_class",
         "fallback_state",
         "is_fallback",
-        "model",
         "plan_outcome",
         "provider",
         "region",
-        "request_id",
-        "session_id",
-        "started",
-        "status",
-        "stream",
+        "response",
         "ttfb",
         "upstream_model",
         "usage",
     )
 
-    def __init__(self, request_id: str, endpoint: str, started: float) -> None:
-        self.request_id = request_id
-        self.endpoint = endpoint
-        self.started = started
-        self.ctx: keys.KeyContext | None = None
-        self.provider = "none"
-        self.is_fallback = False
-        self.fallback_state: str | None = None
-        self.plan_outcome: str | None = None  # SPEC §3 class of the plan's answer, if it failed
-        self.region: str | None = None
-        self.model: str | None = None
-        self.upstream_model: str | None = None
-        self.status = 0
-        self.error_class: str | None = None
-        self.stream = False
-        self.ttfb: float | None = None
-        self.usage: sse.UsageCounts | None = None
-        self.session_id: str | None = None
+    def __init__(
+        self,
+        response: web.StreamResponse | None,
+        provider: str,
+        *,
+        error_class: str | None = None,
+        plan_outcome: str | None = None,  # SPEC §3 class of the plan's answer when it failed
+        fallback_state: str | None = None,  # x-ccproxy-fallback: unavailable | failed
+        is_fallback: bool = False,
+        region: str | None = None,
+        upstream_model: str | None = None,  # Bedrock's model id; the plan's comes with its usage
+        usage: sse.UsageCounts | None = None,
+        ttfb: float | None = None,
+    ) -> None:
+        self.response = response
+        self.provider = provider  # plan | bedrock | none (answered by the gateway itself)
+        self.error_class = error_class
+        self.plan_outcome = plan_outcome
+        self.fallback_state = fallback_state
+        self.is_fallback = is_fallback
+        self.region = region
+        self.upstream_model = upstream_model
+        self.usage = usage
+        self.ttfb = ttfb
+
+
+def refusal(exc: errors.GatewayError, request_id: str, provider: str = "none", **fields: Any) -> Outcome:
+    """An error the gateway answers itself, in Anthropic's shape; `provider` says which
+    upstream failed, if one did."""
+    response = error_response(exc, request_id)
+    if provider != "none":
+        response.headers["x-ccproxy-provider"] = provider
+    return Outcome(response, provider, error_class=fields.pop("error_class", exc.recorded_class), **fields)
+
+
+class PlanFailure:
+    """A plan answer that falls back (SPEC §3): its class, and what the client gets if no
+    Bedrock answer replaces it: the plan's own reply, or the gateway's error when the plan
+    never answered (timeout, network)."""
+
+    __slots__ = ("error", "outcome", "reply", "ttfb")
+
+    def __init__(
+        self, outcome: str, reply: web.Response | None, error: errors.GatewayError | None, ttfb: float | None = None
+    ):
+        self.outcome = outcome
+        self.reply = reply
+        self.error = error
+        self.ttfb = ttfb
+
+    def relayed(self, call: Call, fallback_state: str, **fields: Any) -> Outcome:
+        """The plan's failure as the answer, marked with `x-ccproxy-fallback`."""
+        if self.reply is not None:
+            self.reply.headers["x-ccproxy-fallback"] = fallback_state
+            response = self.reply
+        else:
+            assert self.error is not None
+            response = error_response(self.error, call.request_id)
+            response.headers["x-ccproxy-provider"] = "plan"
+            response.headers["x-ccproxy-fallback"] = fallback_state
+        fields.setdefault("provider", "plan")
+        fields.setdefault("error_class", self.outcome)
+        return Outcome(response, plan_outcome=self.outcome, fallback_state=fallback_state, ttfb=self.ttfb, **fields)
 
 
 class Relay:
@@ -148,185 +244,132 @@ class Relay:
         self._plan_key = config.plan_api_key
         self._ping_interval = config.ping_interval
 
-    # --- entry points ---------------------------------------------------------------
+    # --- one request, top to bottom ----------------------------------------------------
 
     async def handle(
         self, request: web.Request, endpoint: str, upstream_path: str, key: str, org_mode: bool
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        ex = Exchange(usage.new_request_id(), endpoint, started)
-        ex.session_id = request.headers.get(SESSION_HEADER)
+        request_id = usage.new_request_id()
+        # Every line logged while serving this request carries its id (SPEC §9).
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            ex.ctx = await self.keys.lookup(key)
-            return await self._relay(request, ex, upstream_path, org_mode)
-        except errors.GatewayError as exc:
-            ex.status = exc.status
-            ex.error_class = ex.error_class or exc.error_type
-            response = error_response(exc, ex.request_id)
-            if ex.provider != "none":
-                response.headers["x-ccproxy-provider"] = ex.provider  # which upstream failed
-            return response
-        except asyncio.CancelledError:
-            ex.error_class = ex.error_class or "client_disconnected"
-            raise
+            try:
+                ctx = await self.keys.lookup(key)
+            except errors.GatewayError as exc:
+                return self._unidentified(exc, request_id, endpoint, key, started)
+            call = Call(request_id, endpoint, started, ctx, request.headers.get(SESSION_HEADER))
+            outcome = None
+            try:
+                outcome = await self._answer(request, call, upstream_path, org_mode)
+            except errors.GatewayError as exc:  # refused by the gateway before any upstream
+                outcome = refusal(exc, request_id)
+            except asyncio.CancelledError:
+                outcome = call.abandoned or Outcome(None, "none")
+                outcome.error_class = "client_disconnected"
+                raise
+            finally:
+                self._meter(call, outcome or Outcome(None, "none", error_class="internal_error"))
+            assert outcome.response is not None
+            return outcome.response
         finally:
-            self._finish(ex, key)
+            structlog.contextvars.reset_contextvars(**bound)
 
-    # --- routing: circuit, plan, fallback ----------------------------------------------------
-
-    async def _relay(
-        self, request: web.Request, ex: Exchange, upstream_path: str, org_mode: bool
-    ) -> web.StreamResponse:
-        ctx = ex.ctx
-        assert ctx is not None
+    async def _answer(self, request: web.Request, call: Call, upstream_path: str, org_mode: bool) -> Outcome:
+        ctx = call.ctx
         self.rate.check(ctx.key_id, ctx.rpm_limit, time.monotonic())
-        body = await self._read_body(request, ex) if request.method == "POST" else None
-        limits.check_model(ctx, ex.model)
+        if request.method == "POST":
+            await call.read_body(request, self.config.max_body_bytes)
+        limits.check_model(ctx, call.model)
         probing = False
-        if ex.endpoint != "models":
+        if call.endpoint != "models":
             route = self.circuits.route(ctx.key_id, time.time())
             if route == circuit.PROBE_DUE:
                 probing = await self.circuits.claim_probe(ctx.key_id)
             if route != circuit.PLAN and not probing:
-                return await self._circuit_open(request, ex, body)
+                return await self._circuit_open(request, call)
+        return await self._plan(request, call, upstream_path, org_mode, probing)
 
-        ex.provider = "plan"
-        try:
-            upstream = await self._plan_request(request, ex, upstream_path, org_mode, body)
-        except errors.UpstreamUnavailable as exc:
-            # timeout / network_error: nothing reached the client yet, so fall back.
-            return await self._plan_failed(request, ex, body, probing, None, exc)
+    # --- the plan ----------------------------------------------------------------------
 
-        try:
-            ex.status = upstream.status
-            if ex.stream and upstream.status == 200 and upstream.content_type.startswith("text/event-stream"):
-                if probing:
-                    self.circuits.record_probe(ctx.key_id, True, None)
-                body = None  # the plan is answering: no fallback can need the body now
-                return await self._relay_stream(request, ex, upstream)
-            try:
-                payload = await upstream.read()
-            except (UpstreamError, TimeoutError):
-                ex.plan_outcome = "network_error"
-                lost = errors.UpstreamUnavailable("The upstream API closed the connection mid-answer.")
-                return await self._plan_failed(request, ex, body, probing, None, lost)
-        finally:
-            upstream.release()
-
-        reply = self._plan_reply(ex, upstream, payload)
-        outcome = ex.plan_outcome
-        if outcome is None or outcome == "client_error":
-            # Success, or the caller's own mistake: relayed unchanged, never a fallback.
-            # Either way the plan answered, so a probe closes the circuit.
-            if probing:
-                self.circuits.record_probe(ctx.key_id, True, None)
-            return reply
-        return await self._plan_failed(request, ex, body, probing, reply, None)
-
-    async def _read_body(self, request: web.Request, ex: Exchange) -> bytes:
-        # Read from the stream rather than `request.read()`, which keeps a second copy of
-        # the body on the request for its whole life: 50 KB per open Claude Code stream.
-        limit = self.config.max_body_bytes
-        length = request.content_length
-        if length is not None and length > limit:
-            raise _too_large(limit)  # without reading it
-        read = request.content.readany
-        chunks = []
-        size = 0
-        while chunk := await read():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        try:
-            envelope = _decode_envelope(body)
-        except msgspec.ValidationError as exc:
-            raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
-        except msgspec.DecodeError:
-            raise errors.InvalidRequest("Request body is not valid JSON.") from None
-        ex.model = envelope.model
-        ex.stream = envelope.stream and ex.endpoint == "messages"
-        return body
-
-    async def _plan_request(
-        self, request: web.Request, ex: Exchange, upstream_path: str, org_mode: bool, body: bytes | None
-    ) -> PlanResponse:
-        headers = self._upstream_headers(request, org_mode)
+    async def _plan(
+        self, request: web.Request, call: Call, upstream_path: str, org_mode: bool, probing: bool
+    ) -> Outcome:
         query = request.rel_url.raw_query_string
         target = upstream_path + "?" + query if query else upstream_path
-        first_byte_timeout = self.config.plan_first_byte_timeout if ex.stream else self.config.plan_nonstream_timeout
+        timeout = self.config.plan_first_byte_timeout if call.stream else self.config.plan_nonstream_timeout
+        headers = self._upstream_headers(request, org_mode)
         try:
-            return await self.plan.request(request.method, target, headers, body, first_byte_timeout)
+            answer = await self.plan.request(request.method, target, headers, call.body, timeout)
         except TimeoutError:
-            ex.plan_outcome = "timeout"
-            raise errors.UpstreamUnavailable("The upstream API did not answer in time.") from None
-        except UpstreamError:
-            ex.plan_outcome = "network_error"
-            raise errors.UpstreamUnavailable("The upstream API could not be reached.") from None
+            late = errors.UpstreamUnavailable("The upstream API did not answer in time.")
+            return await self._plan_failed(request, call, probing, PlanFailure("timeout", None, late))
+        except PlanConnectionError:
+            unreached = errors.UpstreamUnavailable("The upstream API could not be reached.")
+            return await self._plan_failed(request, call, probing, PlanFailure("network_error", None, unreached))
 
-    def _plan_reply(self, ex: Exchange, upstream: PlanResponse, payload: bytes) -> web.Response:
-        """The plan's whole answer, classified (SPEC §3) and ready to relay unchanged."""
-        status = upstream.status
-        ex.plan_outcome = classify(status, payload)
-        if status == 200 and ex.endpoint == "messages":
+        async with answer:
+            status = answer.status
+            reply_headers = self._client_headers(answer, call.request_id)
+            if call.stream and status == 200 and answer.content_type.startswith("text/event-stream"):
+                if probing:
+                    self.circuits.record_probe(call.ctx.key_id, True, None)
+                call.body = None  # the plan is answering: no fallback can need the body now
+                scanner = sse.UsageScanner()
+                reply_headers.update(_SSE_NO_BUFFERING)
+                streaming = Outcome(None, "plan", usage=scanner.counts)
+                return await self._stream(request, call, streaming, status, reply_headers, answer.readany, scanner)
+            try:
+                payload = await answer.read()
+            except (PlanConnectionError, TimeoutError):
+                lost = errors.UpstreamUnavailable("The upstream API closed the connection mid-answer.")
+                return await self._plan_failed(request, call, probing, PlanFailure("network_error", None, lost))
+
+        ttfb = time.perf_counter()
+        plan_outcome = classify(status, payload)
+        counts = None
+        if status == 200 and call.endpoint == "messages":
             counts = sse.UsageCounts()
-            if counts.observe_message(payload):
-                ex.usage = counts
-                ex.upstream_model = counts.model
-            else:
-                ex.plan_outcome = "server_error"  # a 200 whose JSON is invalid
-        ex.error_class = ex.plan_outcome
-        ex.ttfb = time.perf_counter()
-        return web.Response(status=status, body=payload, headers=self._client_headers(upstream, ex))
-
-    async def _plan_failed(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        body: bytes | None,
-        probing: bool,
-        reply: web.Response | None,
-        exc: errors.GatewayError | None,
-    ) -> web.StreamResponse:
-        """The plan failed in a way that falls back: count it, then Bedrock if the key has it."""
-        ctx = ex.ctx
-        assert ctx is not None and ex.plan_outcome is not None
+            if not counts.observe_message(payload):
+                plan_outcome, counts = "server_error", None  # a 200 whose JSON is invalid
+        reply = web.Response(status=status, body=payload, headers=reply_headers)
+        if plan_outcome is not None and plan_outcome != "client_error":
+            return await self._plan_failed(request, call, probing, PlanFailure(plan_outcome, reply, None, ttfb))
+        # Success, or the caller's own mistake: relayed unchanged, never a fallback.
+        # Either way the plan answered, so a probe closes the circuit.
         if probing:
-            self.circuits.record_probe(ctx.key_id, False, ex.plan_outcome)
+            self.circuits.record_probe(call.ctx.key_id, True, None)
+        return Outcome(reply, "plan", error_class=plan_outcome, usage=counts, ttfb=ttfb)
+
+    async def _plan_failed(self, request: web.Request, call: Call, probing: bool, failure: PlanFailure) -> Outcome:
+        """The plan failed in a way that falls back: count it, then Bedrock if the key has it."""
+        key_id = call.ctx.key_id
+        if probing:
+            self.circuits.record_probe(key_id, False, failure.outcome)
         else:
-            self.circuits.record_failure(ctx.key_id, ex.plan_outcome)
-        auth = await self._bedrock_auth(ctx) if ex.endpoint != "models" else None
+            self.circuits.record_failure(key_id, failure.outcome)
+        auth = await self._bedrock_auth(call.ctx) if call.endpoint != "models" else None
         if auth is None:
             # No fallback: the plan's own error goes back unchanged; Claude Code's recovery
             # reads its wording (SPEC §3).
-            ex.fallback_state = "unavailable"
-            if reply is not None:
-                reply.headers["x-ccproxy-fallback"] = "unavailable"
-                return reply
-            assert exc is not None
-            ex.error_class = ex.plan_outcome
-            exc.headers["x-ccproxy-fallback"] = "unavailable"
-            raise exc
-        return await self._bedrock(request, ex, body or b"", auth)
+            return failure.relayed(call, "unavailable")
+        return await self._bedrock(request, call, auth, failure)
 
-    async def _circuit_open(self, request: web.Request, ex: Exchange, body: bytes | None) -> web.StreamResponse:
-        ctx = ex.ctx
-        assert ctx is not None
-        ex.plan_outcome = "circuit_open"
-        auth = await self._bedrock_auth(ctx)
+    async def _circuit_open(self, request: web.Request, call: Call) -> Outcome:
+        key_id = call.ctx.key_id
+        auth = await self._bedrock_auth(call.ctx)
         if auth is None:
-            ex.fallback_state = "unavailable"
-            raise errors.ServiceUnavailable(
+            closed = errors.ServiceUnavailable(
                 "The plan is failing for this key and no Bedrock fallback is configured; try again later.",
                 headers={
-                    "retry-after": str(self.circuits.retry_after(ctx.key_id, time.time())),
+                    "retry-after": str(self.circuits.retry_after(key_id, time.time())),
                     "x-ccproxy-fallback": "unavailable",
                 },
             )
-        return await self._bedrock(request, ex, body or b"", auth)
+            return refusal(closed, call.request_id, plan_outcome="circuit_open", fallback_state="unavailable")
+        return await self._bedrock(request, call, auth, None)
 
-    # --- the Bedrock path -----------------------------------------------------------------------
+    # --- Bedrock -------------------------------------------------------------------------
 
     async def _bedrock_auth(self, ctx: keys.KeyContext) -> bedrock.Auth | None:
         if ctx.bedrock_key_blob is not None:
@@ -341,136 +384,132 @@ class Relay:
             return self.sigv4
         return None
 
-    async def _bedrock(self, request: web.Request, ex: Exchange, raw: bytes, auth: bedrock.Auth) -> web.StreamResponse:
-        ctx = ex.ctx
-        assert ctx is not None
-        ex.provider = "bedrock"
-        ex.is_fallback = True
-        ex.error_class = None
-        ex.usage = None
+    async def _bedrock(
+        self, request: web.Request, call: Call, auth: bedrock.Auth, failure: PlanFailure | None
+    ) -> Outcome:
+        """Bedrock answers in the plan's place: after `failure`, or (None) because the
+        key's circuit is open."""
         config = self.config
+        ctx = call.ctx
         region = ctx.bedrock_region or config.bedrock_default_region
-        model_id = bedrock.resolve_model(ex.model or "", ctx.bedrock_model, config)
-        ex.region = region
-        ex.upstream_model = model_id
-        body = bedrock.prepare_body(raw, request.headers.get("anthropic-beta"), config)
+        model_id = bedrock.resolve_model(call.model or "", ctx.bedrock_model, config)
+        fields: dict[str, Any] = {
+            "is_fallback": True,
+            "plan_outcome": failure.outcome if failure is not None else "circuit_open",
+            "region": region,
+            "upstream_model": model_id,
+        }
+        body = bedrock.prepare_body(call.body or b"", request.headers.get("anthropic-beta"), config)
         base_url = bedrock.endpoint(region, config)
-        headers = {"x-ccproxy-request-id": ex.request_id, "x-ccproxy-provider": "bedrock", "request-id": ex.request_id}
-        if ex.endpoint == "count_tokens":  # free on Bedrock too: no budget check
-            payload = await bedrock.count_tokens(
+        request_id = call.request_id
+        headers = {"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id}
+
+        if call.endpoint == "count_tokens":  # free on Bedrock too: no budget check
+            try:
+                payload = await bedrock.count_tokens(
+                    self.session,
+                    base_url=base_url,
+                    model_id=model_id,
+                    body=body,
+                    auth=auth,
+                    region=region,
+                    timeout=config.bedrock_timeout,
+                )
+            except errors.GatewayError as exc:
+                return self._bedrock_failed(call, exc, failure, fields)
+            counted = web.Response(body=payload, content_type="application/json", headers=headers)
+            return Outcome(counted, "bedrock", ttfb=time.perf_counter(), **fields)
+
+        try:
+            self.budgets.check(ctx)  # before any Bedrock call; plan calls are never blocked
+        except errors.RateLimited as exc:
+            return refusal(exc, call.request_id, "bedrock", error_class="budget_exceeded", **fields)
+        counts = sse.UsageCounts()
+        try:
+            answer = await bedrock.invoke(
                 self.session,
                 base_url=base_url,
                 model_id=model_id,
                 body=body,
+                stream=call.stream,
                 auth=auth,
                 region=region,
                 timeout=config.bedrock_timeout,
+                on_event=counts.observe_sse,
             )
-            ex.status = 200
-            ex.ttfb = time.perf_counter()
-            return web.Response(body=payload, content_type="application/json", headers=headers)
-
-        try:
-            self.budgets.check(ctx)  # before any Bedrock call; plan calls are never blocked
-        except errors.RateLimited:
-            ex.error_class = "budget_exceeded"
-            raise
-        counts = sse.UsageCounts()
-        ex.usage = counts
-        observe = counts.observe_event
-
-        def on_event(kind: bytes, data: bytes) -> None:
-            if kind in _USAGE_EVENTS:
-                observe(data)
-
-        answer = await bedrock.invoke(
-            self.session,
-            base_url=base_url,
-            model_id=model_id,
-            body=body,
-            stream=ex.stream,
-            auth=auth,
-            region=region,
-            timeout=config.bedrock_timeout,
-            on_event=on_event,
-        )
+        except errors.GatewayError as exc:
+            return self._bedrock_failed(call, exc, failure, fields)
         async with answer:
-            ex.status = answer.status
             if not answer.stream:
                 counts.observe_message(answer.body)
-                ex.ttfb = time.perf_counter()
-                return web.Response(body=answer.body, content_type="application/json", headers=headers)
-            headers["Content-Type"] = "text/event-stream; charset=utf-8"
-            headers["Cache-Control"] = "no-cache"
-            headers["X-Accel-Buffering"] = "no"
-            response = web.StreamResponse(headers=headers)
-            await response.prepare(request)
-            # The translator emits whole events only, so a ping can go in at any time.
-            pinger = _Pinger(response, _always, self._ping_interval)
-            write = response.write
-            try:
-                async for chunk in answer:
-                    if ex.ttfb is None:
-                        ex.ttfb = time.perf_counter()
-                    pinger.last = time.monotonic()
-                    await write(chunk)
-            except ConnectionResetError:
-                ex.error_class = "client_disconnected"
-                return response
-            finally:
-                pinger.stop()
-            if counts.error_type is not None:
-                ex.error_class = counts.error_type
+                whole = web.Response(body=answer.body, content_type="application/json", headers=headers)
+                return Outcome(whole, "bedrock", usage=counts, ttfb=time.perf_counter(), **fields)
+            headers.update(_SSE_HEADERS)
+            headers.update(_SSE_NO_BUFFERING)
+            streaming = Outcome(None, "bedrock", usage=counts, **fields)
+            return await self._stream(request, call, streaming, answer.status, headers, answer.readany, None)
+
+    def _bedrock_failed(
+        self, call: Call, exc: errors.GatewayError, failure: PlanFailure | None, fields: dict[str, Any]
+    ) -> Outcome:
+        """Bedrock failed before the first byte: an HTTP error in Anthropic's shape (SPEC §4)."""
+        return refusal(exc, call.request_id, "bedrock", **fields)
+
+    # --- the one streaming loop ------------------------------------------------------------
+
+    async def _stream(
+        self,
+        request: web.Request,
+        call: Call,
+        outcome: Outcome,
+        status: int,
+        headers: dict[str, str],
+        read: Callable[[], Awaitable[bytes]],
+        scanner: sse.UsageScanner | None,
+    ) -> Outcome:
+        """Relay an answer's chunks to the client as they come, for either provider, and
+        complete `outcome` with what the stream showed (response, first byte, error).
+
+        `read()` returns the next chunk, b"" at the end. A plan stream is metered by
+        `scanner` as its bytes pass (and a ping waits for an event boundary); Bedrock's
+        translator emits whole events and meters them itself (`scanner` None).
+        """
+        response = outcome.response = web.StreamResponse(status=status, headers=headers)
+        call.abandoned = outcome
+        await response.prepare(request)
+        at_boundary = _always if scanner is None else scanner.at_event_boundary
+        feed = None if scanner is None else scanner.feed
+        pinger = _Pinger(response, at_boundary, self._ping_interval)
+        write = response.write
+        monotonic = time.monotonic
+        broke = None
+        try:
+            chunk = await read()
+            outcome.ttfb = time.perf_counter()
+            while chunk:
+                pinger.last = monotonic()
+                if feed is not None:
+                    feed(chunk)
+                await write(chunk)
+                chunk = await read()
+        except (PlanConnectionError, TimeoutError):
+            # The plan died mid-stream: tell the client in-band, as Anthropic does.
+            broke = "network_error"
+            if at_boundary():
+                with contextlib.suppress(ConnectionResetError):
+                    await write(LOST_MID_STREAM)
+        except ConnectionResetError:
+            broke = "client_disconnected"
+        finally:
+            pinger.stop()
+        counts = outcome.usage or _NO_USAGE
+        outcome.error_class = counts.error_type or broke or (None if counts.seen_stop else "stream_incomplete")
+        if broke != "client_disconnected":
             try:
                 await response.write_eof()
             except ConnectionResetError:
-                ex.error_class = "client_disconnected"
-            return response
-
-    async def _relay_stream(self, request: web.Request, ex: Exchange, upstream: PlanResponse) -> web.StreamResponse:
-        headers = self._client_headers(upstream, ex)
-        headers["Cache-Control"] = "no-cache"
-        headers["X-Accel-Buffering"] = "no"
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
-        scanner = sse.UsageScanner()
-        ex.usage = scanner.counts
-        pinger = _Pinger(response, lambda: scanner.at_event_boundary, self._ping_interval)
-        write = response.write
-        feed = scanner.feed
-        read = upstream.readany
-        try:
-            chunk = await read()
-            ex.ttfb = time.perf_counter()
-            while chunk:
-                pinger.last = time.monotonic()
-                feed(chunk)
-                await write(chunk)
-                chunk = await read()
-            if not scanner.counts.seen_stop and scanner.counts.error_type is None:
-                ex.error_class = "stream_incomplete"
-        except (UpstreamError, TimeoutError):
-            # The plan died mid-stream: tell the client in-band, as Anthropic does.
-            ex.error_class = "network_error"
-            if scanner.at_event_boundary:
-                await write(
-                    b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
-                    b'"message":"The upstream connection was lost mid-stream."}}\n\n'
-                )
-        except ConnectionResetError:
-            ex.error_class = "client_disconnected"
-            upstream.close()
-            return response
-        finally:
-            pinger.stop()
-            ex.upstream_model = scanner.counts.model
-            if scanner.counts.error_type is not None:
-                ex.error_class = scanner.counts.error_type
-        try:
-            await response.write_eof()
-        except ConnectionResetError:
-            ex.error_class = "client_disconnected"
-        return response
+                outcome.error_class = "client_disconnected"
+        return outcome
 
     # --- headers --------------------------------------------------------------------------
 
@@ -494,115 +533,157 @@ class Relay:
         return out
 
     @staticmethod
-    def _client_headers(upstream: PlanResponse, ex: Exchange) -> dict[str, str]:
+    def _client_headers(upstream: PlanResponse, request_id: str) -> dict[str, str]:
         out = {
             name: value
             for name, value in upstream.headers
             if name in RELAY_RESPONSE or name.startswith("anthropic-ratelimit-")
         }
-        out["x-ccproxy-request-id"] = ex.request_id
-        out["x-ccproxy-provider"] = ex.provider
-        if ex.fallback_state is not None:
-            out["x-ccproxy-fallback"] = ex.fallback_state
+        out["x-ccproxy-request-id"] = request_id
+        out["x-ccproxy-provider"] = "plan"
         return out
 
-    # --- the end of every request ------------------------------------------------------------
+    # --- metering: the end of every request ---------------------------------------------------
 
-    def _finish(self, ex: Exchange, key: str) -> None:
-        """Exactly one usage event (for an identified key) and one log line per request."""
-        latency_ms = (time.perf_counter() - ex.started) * 1000
-        ttfb_ms = (ex.ttfb - ex.started) * 1000 if ex.ttfb is not None else None
-        counts = ex.usage
-        ctx = ex.ctx
-        status = ex.status or 499  # nothing was sent: the client went away first
+    def _meter(self, call: Call, outcome: Outcome) -> None:
+        """Exactly one usage event, one set of counters and one log line per request, all
+        from the outcome."""
+        latency_ms = (time.perf_counter() - call.started) * 1000
+        ttfb_ms = (outcome.ttfb - call.started) * 1000 if outcome.ttfb is not None else None
+        counts = outcome.usage or _NO_USAGE
+        response = outcome.response
         created_at = usage.now()
-        cost = _ZERO
-        snapshot = None
-        bedrock_tokens = 0
-        if ex.provider == "bedrock" and counts is not None and ex.upstream_model is not None:
-            # Plan calls cost the organisation nothing; Bedrock is priced per token type.
-            tokens = pricing.TokenCounts(
-                input_tokens=counts.input_tokens,
-                output_tokens=counts.output_tokens,
-                cache_write_5m_tokens=counts.cache_5m or max(counts.cache_creation - counts.cache_1h, 0),
-                cache_write_1h_tokens=counts.cache_1h,
-                cache_read_tokens=counts.cache_read,
-            )
-            cost, snapshot = self.prices.cost(ex.upstream_model, ex.region or "*", created_at, tokens)
-            bedrock_tokens = counts.input_tokens + counts.output_tokens + counts.cache_creation + counts.cache_read
-            self.counters.bedrock_tokens += bedrock_tokens
-            self.counters.bedrock_cost += float(cost)
-            if ctx is not None:
-                self.budgets.record(ctx, cost)
-        if ctx is not None:
-            event = usage.UsageEvent(
-                request_id=ex.request_id,
-                created_at=created_at,
-                user_id=ctx.user_id,
-                access_key_id=ctx.key_id,
-                endpoint=ex.endpoint,
-                provider=ex.provider,
-                is_fallback=ex.is_fallback,
-                model=ex.model,
-                upstream_model=ex.upstream_model,
-                status=status,
-                error_class=ex.error_class,
-                stream=ex.stream,
-                cost_usd=cost,
-                price_snapshot=snapshot,
-                latency_ms=latency_ms,
-                ttfb_ms=ttfb_ms,
-                session_id=ex.session_id,
-            )
-            if counts is not None:
-                event.input_tokens = counts.input_tokens
-                event.output_tokens = counts.output_tokens
-                event.cache_creation_input_tokens = counts.cache_creation
-                event.cache_creation_5m_tokens = counts.cache_5m
-                event.cache_creation_1h_tokens = counts.cache_1h
-                event.cache_read_input_tokens = counts.cache_read
-            self.writer.add(event)
-        is_error = status >= 500 or ex.error_class in _ERROR_CLASSES
-        self.counters.observe(ex.provider, status, latency_ms, ex.is_fallback, is_error)
+        cost, snapshot, bedrock_tokens = self._price(call.ctx, outcome, counts, created_at)
+        event = usage.UsageEvent(
+            request_id=call.request_id,
+            created_at=created_at,
+            user_id=call.ctx.user_id,
+            access_key_id=call.ctx.key_id,
+            endpoint=call.endpoint,
+            provider=outcome.provider,
+            is_fallback=outcome.is_fallback,
+            model=call.model,
+            upstream_model=outcome.upstream_model or counts.model,
+            status=response.status if response is not None else 499,  # 499: the client left first
+            error_class=outcome.error_class,
+            stream=call.stream,
+            input_tokens=counts.input_tokens,
+            output_tokens=counts.output_tokens,
+            cache_creation_input_tokens=counts.cache_creation,
+            cache_creation_5m_tokens=counts.cache_5m,
+            cache_creation_1h_tokens=counts.cache_1h,
+            cache_read_input_tokens=counts.cache_read,
+            cost_usd=cost,
+            price_snapshot=snapshot,
+            latency_ms=latency_ms,
+            ttfb_ms=ttfb_ms,
+            session_id=call.session_id,
+        )
+        self.writer.add(event)
+        is_error = event.status >= 500 or event.error_class in _ERROR_CLASSES
+        self.counters.observe(event.provider, event.status, latency_ms, event.is_fallback, is_error)
+        log.request_line(_request_line(call, outcome, event, is_error, bedrock_tokens))
+
+    def _price(
+        self, ctx: keys.KeyContext, outcome: Outcome, counts: sse.UsageCounts, created_at: Any
+    ) -> tuple[Decimal, dict[str, Any] | None, int]:
+        """(cost, price snapshot, tokens) of a Bedrock answer, recorded against the budgets
+        at once. Plan calls cost the organisation nothing."""
+        if outcome.provider != "bedrock" or outcome.usage is None or outcome.upstream_model is None:
+            return _ZERO, None, 0
+        tokens = pricing.TokenCounts(
+            input_tokens=counts.input_tokens,
+            output_tokens=counts.output_tokens,
+            cache_write_5m_tokens=counts.cache_5m or max(counts.cache_creation - counts.cache_1h, 0),
+            cache_write_1h_tokens=counts.cache_1h,
+            cache_read_tokens=counts.cache_read,
+        )
+        cost, snapshot = self.prices.cost(outcome.upstream_model, outcome.region or "*", created_at, tokens)
+        used = counts.input_tokens + counts.output_tokens + counts.cache_creation + counts.cache_read
+        self.counters.bedrock_tokens += used
+        self.counters.bedrock_cost += float(cost)
+        self.budgets.record(ctx, cost)
+        return cost, snapshot, used
+
+    def _unidentified(
+        self, exc: errors.GatewayError, request_id: str, endpoint: str, key: str, started: float
+    ) -> web.Response:
+        """An unknown, revoked or malformed key (404), or the key store away (503): no
+        usage row (it belongs to nobody), but a counted request and a log line, key masked."""
+        latency_ms = (time.perf_counter() - started) * 1000
+        is_error = exc.status >= 500
+        self.counters.observe("none", exc.status, latency_ms, False, is_error)
         log.request_line(
             {
-                "request_id": ex.request_id,
-                "key_prefix": ctx.prefix + "…" if ctx is not None else keys.mask(key),
-                "user": ctx.user_name if ctx is not None else None,
-                "endpoint": ex.endpoint,
-                "provider_attempted": "plan"
-                if ex.plan_outcome != "circuit_open" and ex.provider != "none"
-                else ex.provider,
-                "plan_outcome": ex.plan_outcome,
-                "provider": ex.provider,
-                "fallback": ex.is_fallback,
-                "fallback_state": ex.fallback_state,
-                "status": status,
-                "error_class": ex.error_class,
-                "model": ex.model,
-                "upstream_model": ex.upstream_model,
-                "stream": ex.stream,
-                "input_tokens": counts.input_tokens if counts else 0,
-                "output_tokens": counts.output_tokens if counts else 0,
-                "cache_creation_input_tokens": counts.cache_creation if counts else 0,
-                "cache_read_input_tokens": counts.cache_read if counts else 0,
-                "cost_usd": float(cost),
+                "request_id": request_id,
+                "key_prefix": keys.mask(key),
+                "user": None,
+                "endpoint": endpoint,
+                "provider_attempted": "none",
+                "provider": "none",
+                "fallback": False,
+                "status": exc.status,
+                "error_class": exc.recorded_class,
                 "latency_ms": round(latency_ms, 3),
-                "ttfb_ms": round(ttfb_ms, 3) if ttfb_ms is not None else None,
-                "session_id": ex.session_id,
-                **log.emf(
-                    log.REQUEST_METRICS,
-                    {
-                        "RequestCount": 1,
-                        "RequestLatency": round(latency_ms, 3),
-                        "ErrorCount": int(is_error),
-                        "FallbackCount": int(ex.is_fallback),
-                        "BedrockTokensUsed": bedrock_tokens,
-                        "BedrockCost": float(cost),
-                    },
-                ),
+                **_request_metrics(latency_ms, is_error, False, 0, _ZERO),
             }
         )
+        return error_response(exc, request_id)
+
+
+_SSE_NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _request_line(
+    call: Call, outcome: Outcome, event: usage.UsageEvent, is_error: bool, bedrock_tokens: int
+) -> dict[str, Any]:
+    """The request_completed line: the usage event's fields plus the few only the log has
+    (masked key, user name, plan outcome, fallback state, rounded times, EMF metrics)."""
+    latency_ms = event.latency_ms
+    ttfb_ms = event.ttfb_ms
+    return {
+        "request_id": event.request_id,
+        "key_prefix": call.ctx.prefix + "…",
+        "user": call.ctx.user_name,
+        "endpoint": event.endpoint,
+        "provider_attempted": "plan"
+        if outcome.plan_outcome != "circuit_open" and event.provider != "none"
+        else event.provider,
+        "plan_outcome": outcome.plan_outcome,
+        "provider": event.provider,
+        "fallback": event.is_fallback,
+        "fallback_state": outcome.fallback_state,
+        "status": event.status,
+        "error_class": event.error_class,
+        "model": event.model,
+        "upstream_model": event.upstream_model,
+        "stream": event.stream,
+        "input_tokens": event.input_tokens,
+        "output_tokens": event.output_tokens,
+        "cache_creation_input_tokens": event.cache_creation_input_tokens,
+        "cache_read_input_tokens": event.cache_read_input_tokens,
+        "cost_usd": float(event.cost_usd),
+        "latency_ms": round(latency_ms, 3),
+        "ttfb_ms": round(ttfb_ms, 3) if ttfb_ms is not None else None,
+        "session_id": event.session_id,
+        **_request_metrics(latency_ms, is_error, event.is_fallback, bedrock_tokens, event.cost_usd),
+    }
+
+
+def _request_metrics(
+    latency_ms: float, is_error: bool, fallback: bool, bedrock_tokens: int, cost: Decimal
+) -> dict[str, Any]:
+    return log.emf(
+        log.REQUEST_METRICS,
+        {
+            "RequestCount": 1,
+            "RequestLatency": round(latency_ms, 3),
+            "ErrorCount": int(is_error),
+            "FallbackCount": int(fallback),
+            "BedrockTokensUsed": bedrock_tokens,
+            "BedrockCost": float(cost),
+        },
+    )
 
 
 class _Pinger:

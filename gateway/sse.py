@@ -23,6 +23,7 @@ _EVENT_LINE = b"\nevent: "
 _MESSAGE_MARKER = _EVENT_LINE + b"message_"
 _ERROR_MARKER = _EVENT_LINE + b"error"
 _INTERESTING = (b"message_start", b"message_delta", b"error")
+_METERED = frozenset({b"message_start", b"message_delta", b"error", b"message_stop"})
 _TAIL = 40  # longer than any marker we look for, so a marker split across chunks is seen
 
 
@@ -112,6 +113,12 @@ class UsageCounts:
             self.merge(message.usage)
         return True
 
+    def observe_sse(self, kind: bytes, data: bytes) -> None:
+        """An emitted SSE event (`event: kind`, `data: data`): the Bedrock translator's
+        `on_event`. Only the events that carry usage, errors or the end are decoded."""
+        if kind in _METERED:
+            self.observe_event(data)
+
     def observe_event(self, data: bytes) -> None:
         """Take usage from one event's JSON (also used by the Bedrock translator)."""
         try:
@@ -192,7 +199,6 @@ class UsageScanner:
         if parts:
             self.counts.observe_event(b"\n".join(parts))
 
-    @property
     def at_event_boundary(self) -> bool:
         """True when the bytes relayed so far end on a complete event (safe for a ping)."""
         return self._pending is None and (self._carry == b"\n" or self._carry.endswith(b"\n\n"))

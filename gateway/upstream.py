@@ -10,7 +10,7 @@ framing, read-side flow control and an idle-connection pool. The Bedrock path an
 alert webhook keep aiohttp's client; their cost is per fallback, not per request.
 
 Errors: anything that ends a connection before the answer is complete raises
-`UpstreamError` from `request()` or from a read, after every byte that did arrive has
+`PlanConnectionError` from `request()` or from a read, after every byte that did arrive has
 been handed out, so a relay can tell "lost mid-stream" from "never answered".
 """
 
@@ -20,6 +20,7 @@ import asyncio
 import re
 import socket
 import ssl
+from types import TracebackType
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -51,12 +52,20 @@ def _retrieve(task: asyncio.Task[list[tuple[int, str, int]]]) -> None:
         task.exception()
 
 
-class UpstreamError(Exception):
-    """The upstream connection failed, or broke HTTP/1.1, before the answer was complete."""
+class PlanConnectionError(Exception):
+    """The plan connection failed, or broke HTTP/1.1, before the answer was complete.
+
+    The client's own exception, not a `gateway.errors` one: the relay decides what the
+    caller sees (a fallback, or an error in Anthropic's shape)."""
 
 
 class PlanResponse:
-    """One upstream answer: status and headers at once, the body as it arrives."""
+    """One upstream answer: status and headers at once, the body as it arrives.
+
+    Used like aiohttp's `ClientResponse`: `async with` it (leaving returns the connection
+    to the pool when the body was read to the end, else closes it) and `async for` its
+    body chunks, or `await read()` the whole body.
+    """
 
     __slots__ = (
         "_buffered",
@@ -88,7 +97,7 @@ class PlanResponse:
         self._buffered = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
-        self._error: UpstreamError | None = None
+        self._error: PlanConnectionError | None = None
         self._done = False
         self._chunked = False
         self._length_left = -1  # -1: no Content-Length (chunked, or until the connection closes)
@@ -129,6 +138,29 @@ class PlanResponse:
             self._paused = False
             self._conn.resume_reading()
         return data
+
+    def __aiter__(self) -> PlanResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.readany()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def __aenter__(self) -> PlanResponse:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.release()
+        else:  # abandoned mid-answer (client gone, cancelled): never reuse the connection
+            self.close()
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -281,7 +313,7 @@ class PlanResponse:
 
     def _fail_framing(self, why: str) -> None:
         self.keep_alive = False
-        self._error = UpstreamError(f"the upstream answer broke HTTP/1.1 framing: {why}")
+        self._error = PlanConnectionError(f"the upstream answer broke HTTP/1.1 framing: {why}")
         if self._conn is not None:
             self._conn.abort()
 
@@ -291,7 +323,7 @@ class PlanResponse:
             if not self._chunked and self._length_left < 0:
                 self._done = True
             elif self._error is None:
-                self._error = UpstreamError("the upstream closed the connection mid-answer")
+                self._error = PlanConnectionError("the upstream closed the connection mid-answer")
                 if exc is not None:
                     self._error.__cause__ = exc
         self.keep_alive = False
@@ -333,14 +365,14 @@ class _Connection(asyncio.Protocol):
             end = head.find(b"\r\n\r\n")
             if end < 0:
                 if len(head) > _HEAD_LIMIT:
-                    self._head_failed(UpstreamError("the upstream response head is too large"))
+                    self._head_failed(PlanConnectionError("the upstream response head is too large"))
                 else:
                     self.head = head
                 return
             try:
                 response = self._parse_head(head[:end])
             except (ValueError, UnicodeError) as exc:
-                self._head_failed(UpstreamError(f"the upstream response head is not HTTP/1.1: {exc}"))
+                self._head_failed(PlanConnectionError(f"the upstream response head is not HTTP/1.1: {exc}"))
                 return
             rest = head[end + 4 :]
             if response is not None:
@@ -361,13 +393,13 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self.pool.forget(self)
         if self.head_waiter is not None:
-            self._head_failed(UpstreamError("the upstream closed the connection before answering"), exc)
+            self._head_failed(PlanConnectionError("the upstream closed the connection before answering"), exc)
         if self.response is not None:
             self.response.lost(exc)
 
     # ---------------------------------------------------------------------------------
 
-    def _head_failed(self, error: UpstreamError, cause: Exception | None = None) -> None:
+    def _head_failed(self, error: PlanConnectionError, cause: Exception | None = None) -> None:
         waiter, self.head_waiter = self.head_waiter, None
         if cause is not None:
             error.__cause__ = cause
@@ -511,7 +543,7 @@ class PlanClient:
         per request. Cancelling before the head arrives closes the connection.
         """
         if self._closed:
-            raise UpstreamError("the plan client is closed")
+            raise PlanConnectionError("the plan client is closed")
         lines = [f"{method} {self.prefix}{target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
         if body is not None or method == "POST":
@@ -592,13 +624,13 @@ class PlanClient:
                             self._addresses = []  # resolve again next time: the upstream may have moved
                             raise
         except TimeoutError:
-            raise UpstreamError(f"connecting to the upstream took over {self.connect_timeout:g} s") from None
+            raise PlanConnectionError(f"connecting to the upstream took over {self.connect_timeout:g} s") from None
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError(f"could not connect to the upstream: {exc.__class__.__name__}") from exc
+            raise PlanConnectionError(f"could not connect to the upstream: {exc.__class__.__name__}") from exc
         assert conn is not None
         if self._closed:
             conn.abort()
-            raise UpstreamError("the plan client is closed")
+            raise PlanConnectionError("the plan client is closed")
         self._open.add(conn)
         return conn
 

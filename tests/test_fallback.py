@@ -977,3 +977,34 @@ async def test_org_mode_falls_back_too(
     assert issued["key"] not in repr(bedrock.requests[-1].headers)
     [row] = await gw.usage_rows()
     check_fallback_row(row, stream=False)
+
+
+async def test_warnings_logged_while_serving_a_request_carry_its_request_id(
+    start: Start,
+    fake: tuple[FakeAnthropic, str],
+    bedrock: FakeBedrock,
+    http: aiohttp.ClientSession,
+    logs: LogCapture,
+) -> None:
+    """On-call joins a warning to its request line by the request id (issue 13 §1)."""
+    upstream, _ = fake
+    upstream.default = "usage_limit"
+    gw = await start()
+    unpriced = (await key_with_bedrock(gw, bedrock, bedrock_model="us.anthropic.claude-unpriced-9-v1:0"))["key"]
+    unreadable = await gw.issue_key("bob")
+    async with gw.database.acquire() as conn:
+        await conn.execute(
+            "UPDATE access_keys SET bedrock_key_blob = $2 WHERE id = $1", unreadable["id"], b"not a sealed key"
+        )
+
+    ids = {}
+    for name, key in (("price_missing", unpriced), ("bedrock_key_unreadable", unreadable["key"])):
+        _, headers, _ = await post(http, f"{gw.url}/ak/{key}/v1/messages", BODY)
+        ids[name] = headers["x-ccproxy-request-id"]
+
+    lines = logs.lines()
+    for name, request_id in ids.items():
+        [warning] = [line for line in lines if line.get("event") == name]
+        assert warning["request_id"] == request_id
+        [request_line] = [line for line in completed(logs) if line["request_id"] == request_id]
+        assert request_line["provider"] == ("bedrock" if name == "price_missing" else "plan")

@@ -171,10 +171,10 @@ def test_at_event_boundary_is_true_exactly_at_event_ends(kind: str) -> None:
     data = b"".join(events)
     ends = _event_ends(events)
     scanner = UsageScanner()
-    assert scanner.at_event_boundary
+    assert scanner.at_event_boundary()
     for i in range(len(data)):
         scanner.feed(data[i : i + 1])
-        assert scanner.at_event_boundary == (i + 1 in ends), f"after byte {i + 1} of {len(data)}"
+        assert scanner.at_event_boundary() == (i + 1 in ends), f"after byte {i + 1} of {len(data)}"
 
 
 @settings(max_examples=200, deadline=None)
@@ -188,7 +188,7 @@ def test_at_event_boundary_after_random_chunks(kind: str, cuts: list[int]) -> No
     for piece in split_at(data, cuts):
         scanner.feed(piece)
         fed += len(piece)
-        assert scanner.at_event_boundary == (fed in ends)
+        assert scanner.at_event_boundary() == (fed in ends)
 
 
 def test_a_ping_at_a_boundary_does_not_change_the_counts() -> None:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.upstream import _PAUSE_AT, PlanClient, PlanResponse, UpstreamError, _Connection
+from gateway.upstream import _PAUSE_AT, PlanClient, PlanConnectionError, PlanResponse, _Connection
 
 # A reply is the list of byte pieces the server writes (1 ms apart), or None to close the
 # connection without answering.
@@ -152,6 +152,34 @@ async def test_a_chunked_stream_is_handed_out_as_it_arrives(client: PlanClient, 
     assert scripted.connections == 1  # the chunked body ended cleanly: reused
 
 
+async def test_an_answer_used_with_async_with_and_for_goes_back_to_the_pool(
+    client: PlanClient, scripted: Scripted
+) -> None:
+    events = [b"event: a\ndata: {}\n\n", b"event: b\ndata: {}\n\n"]
+    scripted.replies = [chunked(*events), ok(b"after")]
+    async with await client.request("POST", "/v1/messages", {}, b"{}") as response:
+        received = [chunk async for chunk in response]
+        assert client.in_use == 1
+    assert b"".join(received) == b"".join(events)
+    assert client.in_use == 0
+    async with await client.request("POST", "/v1/messages", {}, b"{}") as second:
+        assert await second.read() == b"after"
+    assert scripted.connections == 1  # read to the end and left: reused
+
+
+async def test_an_answer_left_by_an_exception_is_closed_not_pooled(client: PlanClient, scripted: Scripted) -> None:
+    scripted.replies = [chunked(b"event: a\ndata: {}\n\n", b"event: b\ndata: {}\n\n"), ok(b"after")]
+    with pytest.raises(ConnectionResetError):
+        async with await client.request("POST", "/v1/messages", {}, b"{}") as response:
+            await response.readany()
+            raise ConnectionResetError  # e.g. the client went away mid-stream
+    await asyncio.sleep(0.01)  # the aborted transport reports its loss on the next loop turns
+    assert client.in_use == 0
+    async with await client.request("POST", "/v1/messages", {}, b"{}") as second:
+        assert await second.read() == b"after"
+    assert scripted.connections == 2  # the abandoned connection was not reused
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     pieces=st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=6),
@@ -199,7 +227,7 @@ async def test_an_interim_100_continue_is_skipped(client: PlanClient, scripted: 
 
 async def test_a_connection_dropped_before_answering_raises(client: PlanClient, scripted: Scripted) -> None:
     scripted.replies = [None]
-    with pytest.raises(UpstreamError, match="before answering"):
+    with pytest.raises(PlanConnectionError, match="before answering"):
         await client.request("POST", "/v1/messages", {}, b"{}")
     assert client.in_use == 0
 
@@ -208,7 +236,7 @@ async def test_a_body_cut_short_hands_out_what_came_then_raises() -> None:
     async with answering_then_closing(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this") as plan:
         response = await plan.request("POST", "/v1/messages", {}, b"{}")
         assert await response.readany() == b"only this"
-        with pytest.raises(UpstreamError, match="mid-answer"):
+        with pytest.raises(PlanConnectionError, match="mid-answer"):
             await response.readany()
         response.release()
         assert plan.in_use == 0
@@ -219,7 +247,7 @@ async def test_a_stream_cut_mid_chunk_raises_after_the_bytes_that_came() -> None
     async with answering_then_closing(raw) as plan:
         response = await plan.request("POST", "/v1/messages", {}, b"{}")
         received = b""
-        with pytest.raises(UpstreamError, match="mid-answer"):
+        with pytest.raises(PlanConnectionError, match="mid-answer"):
             while chunk := await response.readany():
                 received += chunk
         assert received == b"hellopart"
@@ -230,7 +258,7 @@ async def test_a_stream_cut_mid_chunk_raises_after_the_bytes_that_came() -> None
 async def test_broken_chunk_framing_raises(client: PlanClient, scripted: Scripted) -> None:
     scripted.replies = [[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"zz\r\nnope\r\n"]]
     response = await client.request("POST", "/v1/messages", {}, b"{}")
-    with pytest.raises(UpstreamError, match="not hexadecimal"):
+    with pytest.raises(PlanConnectionError, match="not hexadecimal"):
         await response.read()
     response.release()
     assert client.in_use == 0
@@ -238,7 +266,7 @@ async def test_broken_chunk_framing_raises(client: PlanClient, scripted: Scripte
 
 async def test_a_response_head_that_is_not_http_raises(client: PlanClient, scripted: Scripted) -> None:
     scripted.replies = [[b"SSH-2.0-OpenSSH\r\n\r\n"]]
-    with pytest.raises(UpstreamError, match=r"not HTTP/1\.1"):
+    with pytest.raises(PlanConnectionError, match=r"not HTTP/1\.1"):
         await client.request("POST", "/v1/messages", {}, b"{}")
 
 
@@ -315,7 +343,7 @@ async def test_new_connections_share_one_name_lookup(scripted: Scripted) -> None
 
 async def test_a_name_that_does_not_resolve_raises() -> None:
     plan = PlanClient("http://no-such-host.invalid", connect_timeout=2)
-    with pytest.raises(UpstreamError):
+    with pytest.raises(PlanConnectionError):
         await plan.request("POST", "/v1/messages", {}, b"{}")
     await plan.close()
 
@@ -326,7 +354,7 @@ async def test_a_refused_connection_raises() -> None:
     server.close()
     await server.wait_closed()
     plan = PlanClient(f"http://127.0.0.1:{port}", connect_timeout=2)
-    with pytest.raises(UpstreamError, match="could not connect"):
+    with pytest.raises(PlanConnectionError, match="could not connect"):
         await plan.request("POST", "/v1/messages", {}, b"{}")
     await plan.close()
 
@@ -340,7 +368,7 @@ async def test_https_with_certificate_verification(scripted: Scripted, open_tmp:
     port = server.sockets[0].getsockname()[1]
     async with server:
         untrusting = PlanClient(f"https://localhost:{port}", connect_timeout=2)
-        with pytest.raises(UpstreamError, match="could not connect"):
+        with pytest.raises(PlanConnectionError, match="could not connect"):
             await untrusting.request("POST", "/v1/messages", {}, b"{}")
         await untrusting.close()
 
