@@ -167,6 +167,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a non-streaming plan call may take to send its response headers.",
     ),
     Setting(
+        "plan_custom_header_bytes",
+        "8192",
+        _int_range(0, 65536),
+        "Bytes of other request headers (ANTHROPIC_CUSTOM_HEADERS) forwarded to the plan; beyond, they are dropped.",
+    ),
+    Setting(
         "key_hash_secret",
         "",
         _optional_str,
@@ -309,6 +315,7 @@ class Config:
     plan_connect_timeout: float
     plan_first_byte_timeout: float
     plan_nonstream_timeout: float
+    plan_custom_header_bytes: int
     key_hash_secret: str | None
     max_body_bytes: int
     ping_interval: float

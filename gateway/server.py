@@ -14,7 +14,21 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import circuit, db, envelope, errors, keys, limits, log, metrics, price_table, relay, upstream, usage
+from gateway import (
+    circuit,
+    db,
+    envelope,
+    errors,
+    keys,
+    limits,
+    log,
+    metrics,
+    model_map,
+    price_table,
+    relay,
+    upstream,
+    usage,
+)
 from gateway.config import Config
 
 logger = structlog.get_logger("gateway.server")
@@ -32,6 +46,7 @@ PRICES = web.AppKey("prices", price_table.PriceTable)
 SECRETS = web.AppKey("secrets", envelope.SecretCache)
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
 BUDGETS = web.AppKey("budgets", limits.Budgets)
+MODELS = web.AppKey("models", model_map.ModelMap)
 KEYRING: web.AppKey[envelope.Keyring] = web.AppKey("keyring")
 
 
@@ -98,6 +113,8 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         open_seconds=config.circuit_open_seconds,
     )
     prices = price_table.PriceTable(database)
+    models = model_map.ModelMap(database)
+    app[MODELS] = models
     app[KEY_CACHE] = cache
     app[CIRCUITS] = circuits
     app[PRICES] = prices
@@ -108,9 +125,15 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         cache.clear()
         await circuits.reload_all()
         await prices.reload()
+        await models.reload()
 
     def on_prices(_payload: str) -> None:
         task = asyncio.get_running_loop().create_task(prices.reload())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    def on_models(_payload: str) -> None:
+        task = asyncio.get_running_loop().create_task(models.reload())
         background.add(task)
         task.add_done_callback(background.discard)
 
@@ -119,7 +142,12 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
     listener = asyncio.create_task(
         db.listen_forever(
             app[DSN],
-            {keys.NOTIFY_CHANNEL: cache.on_notify, "ccproxy_circuits": circuits.on_notify, "ccproxy_prices": on_prices},
+            {
+                keys.NOTIFY_CHANNEL: cache.on_notify,
+                "ccproxy_circuits": circuits.on_notify,
+                "ccproxy_prices": on_prices,
+                model_map.NOTIFY_CHANNEL: on_models,
+            },
             on_connect,
             listening,
         )
@@ -207,6 +235,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[KEYRING],
         app[SECRETS],
         budgets,
+        models=app[MODELS],
     )
     yield
     await _cancel(refresher)
@@ -236,6 +265,20 @@ def _org_key(request: web.Request) -> str:
     if scheme.lower() == "bearer" and token.startswith(keys.KEY_PREFIX):
         return token.strip()
     return ""
+
+
+async def probe_path(request: web.Request) -> web.StreamResponse:
+    """HEAD on the base URL `/ak/{key}` (Claude Code probes it at start-up): 200 with no
+    upstream call; an unknown key still gets 404."""
+    return await request.app[RELAY].probe(request.match_info["key"])
+
+
+async def probe_org(request: web.Request) -> web.StreamResponse:
+    """HEAD / in org mode: the key (if the probe carries one) is checked the same way."""
+    key = _org_key(request)
+    if not key and not request.headers.get("x-api-key") and not request.headers.get("authorization"):
+        return web.Response(status=200)  # a bare liveness probe names no key to check
+    return await request.app[RELAY].probe(key)
 
 
 def _org_handler(endpoint: str, upstream_path: str) -> Handler:
@@ -312,6 +355,9 @@ def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Applic
     for method, endpoint, path in ROUTES:
         app.router.add_route(method, "/ak/{key}" + path, _path_handler(endpoint, path))
         app.router.add_route(method, path, _org_handler(endpoint, path))
+    app.router.add_route("HEAD", "/ak/{key}", probe_path)
+    app.router.add_route("HEAD", "/ak/{key}/", probe_path)
+    app.router.add_route("HEAD", "/", probe_org)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)

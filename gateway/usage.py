@@ -53,6 +53,9 @@ class UsageEvent(msgspec.Struct, array_like=True):
     latency_ms: float = 0.0
     ttfb_ms: float | None = None
     session_id: str | None = None
+    agent_id: str | None = None  # x-claude-code-agent-id (a subagent's requests)
+    parent_agent_id: str | None = None  # x-claude-code-parent-agent-id
+    model_substituted: bool = False  # Bedrock served an unmapped model name with the default
 
 
 COLUMNS = tuple(UsageEvent.__struct_fields__)
