@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import Gateway, cli_env, run_cli, start_site
+from conftest import Gateway, LogCapture, cli_env, run_cli, start_site
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
@@ -262,7 +262,7 @@ async def test_models_from_the_map_respect_the_users_model_allow_list(
 
 
 async def test_session_and_agent_ids_are_recorded_and_summarised(
-    gateway: Gateway, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession
+    gateway: Gateway, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession, database_url: str, open_tmp: Path
 ) -> None:
     key = (await gateway.issue_key("alice"))["key"]
     url = f"{gateway.url}/ak/{key}/v1/messages"
@@ -299,6 +299,13 @@ async def test_session_and_agent_ids_are_recorded_and_summarised(
     recent = await attribution.recent_sessions(gateway.database, "alice")
     assert [g.group_key for g in recent] == ["sess-B", "sess-A"]
 
+    env = cli_env(open_tmp, database_url=database_url)
+    done = await asyncio.to_thread(run_cli, env, "usage", "summary", "--by", "agent", "--json")
+    groups = {g["group_key"]: g for g in orjson.loads(done.stdout)}
+    assert (groups["agent-1"]["requests"], groups["agent-1"]["session_id"]) == (1, "sess-A")
+    text = (await asyncio.to_thread(run_cli, env, "usage", "summary", "--by", "session")).stdout
+    assert "sess-A" in text and "sess-B" in text
+
 
 # --- the model map as data ------------------------------------------------------------------------------------
 
@@ -315,6 +322,7 @@ async def test_a_mapping_set_at_run_time_reaches_running_gateways_by_notify(
     fake: tuple[FakeAnthropic, str],
     bedrock_fake: tuple[FakeBedrock, str],
     http: aiohttp.ClientSession,
+    logs: LogCapture,
 ) -> None:
     bedrock, bedrock_url = bedrock_fake
     first = await gateway_factory(fake[1], bedrock_endpoint_url=bedrock_url)
@@ -326,6 +334,9 @@ async def test_a_mapping_set_at_run_time_reaches_running_gateways_by_notify(
     status, headers, _ = await post(http, f"{first.url}/ak/{key}/v1/messages", body)
     assert status == 200
     assert headers["x-ccproxy-model-substituted"] == f"claude-nova-7 -> {first.config.bedrock_default_model}"
+    [warned] = [line for line in logs.lines() if line.get("event") == "model_substituted"]
+    assert (warned["level"], warned["requested"]) == ("warning", "claude-nova-7")
+    assert warned["request_id"] == headers["x-ccproxy-request-id"]
 
     await model_map.set_entry(first.database, "claude-nova-7", "us.anthropic.claude-nova-7-v1:0")
     for gw in (first, second):
