@@ -24,7 +24,7 @@ import yarl
 
 from gateway import bedrock_features, errors, model_map
 from gateway.config import Config
-from gateway.eventstream import BedrockSSETranslator, OnEvent, error_class
+from gateway.eventstream import BedrockSSETranslator, OnEvent, bedrock_error, error_class
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -159,9 +159,7 @@ class SigV4Auth:
 
                     credentials = await aioboto3.Session().get_credentials()
                     if credentials is None:
-                        raise errors.AuthenticationFailed(
-                            "Bedrock fallback has no AWS credentials in the default chain"
-                        )
+                        raise errors.FallbackAccessDenied("no AWS credentials in the default chain")
                     self._credentials = credentials
         return self._credentials
 
@@ -221,7 +219,8 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
         if not code:
             code = str(data.get("__type") or "").rsplit("#", 1)[-1]
     error = error_class(code, resp.status)
-    raise error(message or f"Bedrock returned HTTP {resp.status} {code.split(':', 1)[0]}".strip())
+    message = message or f"Bedrock returned HTTP {resp.status} {code.split(':', 1)[0]}".strip()
+    raise bedrock_error(error, message, resp.headers.get("retry-after"))
 
 
 def _unavailable(exc: BaseException) -> errors.GatewayError:
@@ -238,6 +237,7 @@ async def _post(
     region: str,
     timeout: float,  # noqa: ASYNC109 - seconds to headers; used with asyncio.timeout
     deadline: float,
+    proxy: str | None,
 ) -> aiohttp.ClientResponse:
     """POST and wait for the response headers; non-2xx and transport failures raise."""
     base = {"Content-Type": "application/json", "Accept": accept}
@@ -251,6 +251,7 @@ async def _post(
                 headers=headers,
                 timeout=_timeout(timeout),
                 allow_redirects=False,
+                proxy=proxy,  # HTTPS_PROXY: aiohttp tunnels https with CONNECT
             )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise _unavailable(exc) from exc
@@ -380,6 +381,7 @@ async def invoke(
     region: str,
     timeout: float,  # noqa: ASYNC109 - seconds to headers; used with asyncio.timeout
     on_event: OnEvent | None = None,
+    proxy: str | None = None,
 ) -> BedrockResponse:
     """Call InvokeModel(WithResponseStream) with a prepared body (see `prepare_body`).
 
@@ -392,7 +394,7 @@ async def invoke(
     # One budget for the headers and the first output (or the whole JSON body).
     deadline = asyncio.get_running_loop().time() + timeout
     accept = EVENTSTREAM if stream else "application/json"
-    resp = await _post(session, url, body, accept, auth, region, timeout, deadline)
+    resp = await _post(session, url, body, accept, auth, region, timeout, deadline, proxy)
     try:
         if not stream:
             try:
@@ -436,6 +438,7 @@ async def count_tokens(
     auth: Auth,
     region: str,
     timeout: float,  # noqa: ASYNC109 - seconds to headers; used with asyncio.timeout
+    proxy: str | None = None,
 ) -> bytes:
     """Bedrock CountTokens for a prepared Invoke body → Anthropic `{"input_tokens": N}`.
     https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_CountTokens.html"""
@@ -451,7 +454,7 @@ async def count_tokens(
     # CountTokens takes a foundation model id, not an inference profile.
     url = _model_url(base_url, base_model_id(model_id), "count-tokens")
     deadline = asyncio.get_running_loop().time() + timeout
-    resp = await _post(session, url, payload, "application/json", auth, region, timeout, deadline)
+    resp = await _post(session, url, payload, "application/json", auth, region, timeout, deadline, proxy)
     try:
         async with asyncio.timeout_at(deadline):
             data = await resp.read()
