@@ -374,8 +374,11 @@ class FakeAnthropic:
             return early
         return web.json_response({"input_tokens": 42}, headers={"request-id": "req_fakecount"})
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: web.Request) -> web.StreamResponse:
         await self._remember(request)
+        early = await self._early(request, self._scenario(request))  # errors, as for messages
+        if early is not None:
+            return early
         data = [
             {
                 "type": "model",

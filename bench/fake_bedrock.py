@@ -137,6 +137,127 @@ def stream_body(kind: str, model: str, n: int = 3) -> bytes:
     return b"".join(chunk_frame(e) for e in bedrock_events(kind, model, n))
 
 
+# What Bedrock's Invoke API accepts in a Claude body, written down independently of the
+# gateway's own table (gateway/bedrock_features.py) so a mapping mistake there fails a test.
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages-request-response.html
+ACCEPTED_BETAS = frozenset(
+    {
+        "interleaved-thinking-2025-05-14",
+        "context-1m-2025-08-07",
+        "context-management-2025-06-27",
+        "effort-2025-11-24",
+        "fine-grained-tool-streaming-2025-05-14",
+        "tool-search-tool-2025-10-19",
+        "tool-examples-2025-10-29",
+        "extended-cache-ttl-2025-04-11",
+        "mid-conversation-system-2026-04-07",
+        "token-efficient-tools-2025-02-19",
+        "computer-use-2024-10-22",
+        "computer-use-2025-01-24",
+        "output-128k-2025-02-19",
+    }
+)
+TOP_FIELDS = frozenset(
+    {
+        "anthropic_version",
+        "anthropic_beta",
+        "max_tokens",
+        "system",
+        "messages",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "metadata",
+    }
+)
+# Fields (top level or of a tool) Bedrock takes only with their beta in anthropic_beta.
+BETA_FIELDS = {
+    "context_management": "context-management-2025-06-27",
+    "output_config": "effort-2025-11-24",
+    "defer_loading": "tool-search-tool-2025-10-19",
+    "input_examples": "tool-examples-2025-10-29",
+}
+OUTPUT_CONFIG_KEYS = frozenset({"effort"})
+TOOL_FIELDS = frozenset({"name", "description", "input_schema", "type", "cache_control", "eager_input_streaming"})
+TOOL_TYPE_PREFIXES = ("custom", "bash_", "text_editor_", "computer_", "tool_search_tool_")
+CACHE_CONTROL_KEYS = frozenset({"type", "ttl"})
+CACHE_TTLS = frozenset({"5m", "1h"})
+BLOCK_TYPES = frozenset(
+    {"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "tool_reference"}
+)
+
+
+def _extra(path: str) -> str:
+    return f"{path}: Extra inputs are not permitted"
+
+
+def _cache_problem(path: str, block: dict[str, Any]) -> str | None:
+    control = block.get("cache_control")
+    if control is None:
+        return None
+    if not isinstance(control, dict):
+        return f"{path}.cache_control: Input should be an object"
+    for key in control:
+        if key not in CACHE_CONTROL_KEYS:
+            return _extra(f"{path}.cache_control.{key}")
+    if "ttl" in control and control["ttl"] not in CACHE_TTLS:
+        return f"{path}.cache_control.ttl: Input should be '5m' or '1h'"
+    return None
+
+
+def invoke_body_problem(body: dict[str, Any]) -> str | None:
+    """Bedrock's ValidationException message for a body it would refuse, else None."""
+    betas = body.get("anthropic_beta") or []
+    for beta in betas:
+        if beta not in ACCEPTED_BETAS:
+            return "invalid beta flag"
+    for field in body:
+        if field in TOP_FIELDS:
+            continue
+        needed = BETA_FIELDS.get(field)
+        if needed is None or needed not in betas:
+            return _extra(field)
+    output_config = body.get("output_config")
+    if isinstance(output_config, dict):
+        for key in output_config:
+            if key not in OUTPUT_CONFIG_KEYS:
+                return _extra(f"output_config.{key}")
+    for i, tool in enumerate(body.get("tools") or []):
+        kind = str(tool.get("type", "custom"))
+        if not kind.startswith(TOOL_TYPE_PREFIXES):
+            return f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+        for key in tool:
+            if key not in TOOL_FIELDS and not (key in BETA_FIELDS and BETA_FIELDS[key] in betas):
+                return _extra(f"tools.{i}.{key}")
+        problem = _cache_problem(f"tools.{i}", tool)
+        if problem:
+            return problem
+    system = body.get("system")
+    for i, block in enumerate(system if isinstance(system, list) else []):
+        problem = _cache_problem(f"system.{i}", block)
+        if problem:
+            return problem
+    for i, message in enumerate(body.get("messages") or []):
+        role = message.get("role")
+        if role not in ("user", "assistant") and not (
+            role == "system" and "mid-conversation-system-2026-04-07" in betas
+        ):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        content = message.get("content")
+        for j, block in enumerate(content if isinstance(content, list) else []):
+            if block.get("type") not in BLOCK_TYPES:
+                tag = block.get("type")
+                return f"messages.{i}.content.{j}: Input tag '{tag}' found using 'type' does not match any expected tag"
+            problem = _cache_problem(f"messages.{i}.content.{j}", block)
+            if problem:
+                return problem
+    return None
+
+
 def error_response(status: int, error_type: str, message: str) -> web.Response:
     return web.Response(
         status=status,
@@ -242,7 +363,7 @@ class FakeBedrock:
                 return f"Malformed input request: extraneous key [{field}] is not permitted"
         if "anthropic_beta" in body and not isinstance(body["anthropic_beta"], list):
             return "Malformed input request: anthropic_beta must be an array"
-        return None
+        return invoke_body_problem(body)
 
     async def _early(self, request: web.Request, body: bytes, scenario: str) -> web.StreamResponse | None:
         kind, _, arg = scenario.partition(":")

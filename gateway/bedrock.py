@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 import yarl
 
-from gateway import errors
+from gateway import bedrock_features, errors, model_map
 from gateway.config import Config
 from gateway.eventstream import BedrockSSETranslator, OnEvent, bedrock_error, error_class
 
@@ -30,28 +30,9 @@ ANTHROPIC_VERSION = "bedrock-2023-05-31"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 _ERROR_BODY_LIMIT = 64 * 1024
 
-# Anthropic model name (undated alias or dated id) → Bedrock model id / inference profile.
-# https://docs.aws.amazon.com/bedrock/latest/userguide/models-supported.html and
-# https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html
-DEFAULT_MODEL_MAP: Mapping[str, str] = {
-    "claude-sonnet-4-5": "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
-    "claude-haiku-4-5": "global.anthropic.claude-haiku-4-5-20251001-v1:0",
-    "claude-opus-4-5": "global.anthropic.claude-opus-4-5-20251101-v1:0",
-    "claude-opus-4-1": "us.anthropic.claude-opus-4-1-20250805-v1:0",
-    "claude-opus-4": "us.anthropic.claude-opus-4-20250514-v1:0",
-    "claude-sonnet-4": "us.anthropic.claude-sonnet-4-20250514-v1:0",
-    "claude-3-7-sonnet": "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
-    "claude-3-5-sonnet": "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
-    "claude-3-5-sonnet-20240620": "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
-    "claude-3-5-haiku": "us.anthropic.claude-3-5-haiku-20241022-v1:0",
-    "claude-3-opus": "us.anthropic.claude-3-opus-20240229-v1:0",
-    "claude-3-haiku": "us.anthropic.claude-3-haiku-20240307-v1:0",
-}
-
-# What may follow a map key for it to match: nothing, a date, `-latest`, or a suffix such
-# as Claude Code's `[1m]`. So `claude-opus-4-20250514` maps as `claude-opus-4`, but an
-# unknown `claude-opus-4-9` does not silently become Opus 4.
-_ALIAS_TAIL = re.compile(r"(?:-\d{8}|-latest)?(?:[\[@].*)?")
+# Anthropic model name (undated alias or dated id) → Bedrock model id / inference profile:
+# the shipped defaults (gateway/default_models.json); the live table is model_map.ModelMap.
+DEFAULT_MODEL_MAP: Mapping[str, str] = model_map.DEFAULTS
 _GEO_PREFIX = re.compile(r"^[a-z]{2,6}(?:-[a-z]+)?\.(?=anthropic\.)")
 
 
@@ -59,20 +40,11 @@ def resolve_model(
     requested: str | None,
     key_model: str | None,
     config: Config,
-    model_map: Mapping[str, str] = DEFAULT_MODEL_MAP,
+    mapping: Mapping[str, str] = DEFAULT_MODEL_MAP,
 ) -> str:
     """The Bedrock model id: the key's own, else the mapping (longest matching name),
     else the configured default."""
-    if key_model:
-        return key_model
-    if requested:
-        best = ""
-        for name in model_map:
-            if len(name) > len(best) and requested.startswith(name) and _ALIAS_TAIL.fullmatch(requested, len(name)):
-                best = name
-        if best:
-            return model_map[best]
-    return config.bedrock_default_model
+    return model_map.resolve(requested, key_model, config.bedrock_default_model, mapping).model_id
 
 
 def base_model_id(model_id: str) -> str:
@@ -88,8 +60,9 @@ def endpoint(region: str, config: Config) -> str:
 
 
 def prepare_body(raw: bytes, anthropic_beta: str | None, config: Config) -> bytes:
-    """Anthropic Messages body → Bedrock Invoke body: no `model`/`stream`, operator-stripped
-    fields removed, `anthropic_version` and the allowed `anthropic_beta` values added."""
+    """Anthropic Messages body → Bedrock Invoke body: no `model`/`stream`, each feature
+    forwarded, its beta moved into `anthropic_beta`, stripped with its beta, or refused
+    with a 400 naming it (`bedrock_features`); `anthropic_version` added."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -98,16 +71,26 @@ def prepare_body(raw: bytes, anthropic_beta: str | None, config: Config) -> byte
         raise errors.InvalidRequest("request body must be a JSON object")
     body.pop("model", None)
     body.pop("stream", None)
-    for field in config.bedrock_strip_fields:
-        body.pop(field, None)
-    body["anthropic_version"] = ANTHROPIC_VERSION
     body.pop("anthropic_beta", None)
-    if anthropic_beta:
-        allowed = config.bedrock_beta_allowlist
-        betas = list(dict.fromkeys(b for b in (v.strip() for v in anthropic_beta.split(",")) if b in allowed))
-        if betas:
-            body["anthropic_beta"] = betas
+    header = [b for b in (v.strip() for v in anthropic_beta.split(",")) if b] if anthropic_beta else []
+    # Each feature's field and beta are kept or removed together (gateway/bedrock_features.py).
+    betas = feature_plan(config).apply(body, header)
+    body["anthropic_version"] = ANTHROPIC_VERSION
+    if betas:
+        body["anthropic_beta"] = betas
     return orjson.dumps(body)
+
+
+_PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], bedrock_features.Plan] = {}
+
+
+def feature_plan(config: Config) -> bedrock_features.Plan:
+    """The feature table compiled for this config's two lists (once per pair)."""
+    key = (config.bedrock_beta_allowlist, config.bedrock_strip_fields)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = bedrock_features.Plan(*key)
+    return plan
 
 
 # --- auth ----------------------------------------------------------------------------

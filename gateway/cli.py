@@ -28,6 +28,7 @@ import orjson
 
 from gateway import (
     admins,
+    attribution,
     audit,
     budget_rules,
     circuit,
@@ -37,6 +38,7 @@ from gateway import (
     errors,
     keys,
     ledger,
+    model_map,
     paging,
     price_table,
     pricing,
@@ -399,6 +401,10 @@ async def cmd_usage_summary(config: config_mod.Config, args: argparse.Namespace)
     zone = zoneinfo.ZoneInfo(config.report_tz)
     since = None if args.since is None else usage_reports.parse_moment(args.since, zone, "since")
     until = None if args.until is None else usage_reports.parse_moment(args.until, zone, "until")
+    if args.by in attribution.GROUPINGS:
+        default_since, default_until = usage_reports.default_summary_range(config.report_tz)
+        await _attribution_summary(config, args, since or default_since, until or default_until)
+        return
     async with _database(config) as database:
         result = await usage_reports.summary(
             database,
@@ -592,6 +598,55 @@ async def cmd_audit_list(config: config_mod.Config, args: argparse.Namespace) ->
     _print(page, args.json, ["id", "at", "actor", "action", "target_type", "target_id", "client_address"])
 
 
+ATTRIBUTION_COLUMNS = ["group_key", "user", "requests", "input_tokens", "output_tokens", "cost_usd", "last_seen"]
+
+
+async def _attribution_summary(
+    config: config_mod.Config, args: argparse.Namespace, since: dt.datetime, until: dt.datetime
+) -> None:
+    """`usage summary --by session|agent`: from the events (the rollups lack those ids)."""
+    async with _database(config) as database:
+        groups = await attribution.summary(database, by=args.by, since=since, until=until, user=args.user)
+    rows = [msgspec.structs.asdict(g) for g in groups]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        columns = list(attribution.Group.__struct_fields__)
+        writer.writerow([args.by, *columns[1:]])
+        for row in rows:
+            writer.writerow([row[c] for c in columns])
+        return
+    _print(rows, args.json, ATTRIBUTION_COLUMNS)
+
+
+MODEL_COLUMNS = ["anthropic_name", "bedrock_model_id", "source", "updated_at"]
+
+
+async def cmd_models_list(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        entries = await model_map.list_entries(database)
+    _print([msgspec.structs.asdict(e) for e in entries], args.json, MODEL_COLUMNS)
+
+
+async def cmd_models_set(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        entry = await model_map.set_entry(database, ACTOR(), args.name, args.bedrock_model_id)
+    _print(msgspec.structs.asdict(entry), args.json)
+
+
+async def cmd_models_delete(config: config_mod.Config, args: argparse.Namespace) -> None:
+    async with _database(config) as database:
+        entry = await model_map.delete_entry(database, ACTOR(), args.name)
+    _print({"deleted": args.name, "was": entry.bedrock_model_id, "source": entry.source}, args.json)
+
+
+async def cmd_models_unmapped(config: config_mod.Config, args: argparse.Namespace) -> None:
+    zone = zoneinfo.ZoneInfo(config.report_tz)
+    since = usage_reports.parse_moment(args.since, zone, "since") if args.since else None
+    async with _database(config) as database:
+        rows = await model_map.unmapped(database, since)
+    _print([msgspec.structs.asdict(r) for r in rows], args.json, ["requested", "served_by", "requests", "last_seen"])
+
+
 def cmd_serve(config: config_mod.Config, args: argparse.Namespace) -> int:
     from gateway import serve  # the server's imports are not needed by other commands
 
@@ -754,7 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     recent.set_defaults(run=cmd_usage_recent)
 
     summary = usage_p.add_parser("summary", help="totals from the rollups, grouped")
-    summary.add_argument("--by", default="user", choices=usage_reports.GROUPINGS)
+    summary.add_argument("--by", default="user", choices=(*usage_reports.GROUPINGS, *attribution.GROUPINGS))
     summary.add_argument("--since", help="start (YYYY-MM-DD[THH:MM], reporting zone; default: month start)")
     summary.add_argument("--until", help="end, exclusive (default: the end of this hour)")
     summary.add_argument("--user")
@@ -793,6 +848,26 @@ def build_parser() -> argparse.ArgumentParser:
     list_au.add_argument("--offset", type=int, default=0)
     list_au.add_argument("--json", action="store_true")
     list_au.set_defaults(run=cmd_audit_list)
+
+    models_p = sub.add_parser("models", help="the Anthropic-name -> Bedrock-id mapping").add_subparsers(
+        dest="action", required=True
+    )
+    list_m = models_p.add_parser("list", help="mappings in force (shipped defaults and operator rows)")
+    list_m.add_argument("--json", action="store_true")
+    list_m.set_defaults(run=cmd_models_list)
+    set_m = models_p.add_parser("set", help="map a model name to a Bedrock model id (every instance at once)")
+    set_m.add_argument("name")
+    set_m.add_argument("bedrock_model_id")
+    set_m.add_argument("--json", action="store_true")
+    set_m.set_defaults(run=cmd_models_set)
+    delete_m = models_p.add_parser("delete", help="remove a mapping (a shipped default is hidden)")
+    delete_m.add_argument("name")
+    delete_m.add_argument("--json", action="store_true")
+    delete_m.set_defaults(run=cmd_models_delete)
+    unmapped_m = models_p.add_parser("unmapped", help="requested names Bedrock served with the default model")
+    unmapped_m.add_argument("--since", help="only requests since (YYYY-MM-DD[THH:MM])")
+    unmapped_m.add_argument("--json", action="store_true")
+    unmapped_m.set_defaults(run=cmd_models_unmapped)
 
     bench = sub.add_parser("bench", help="run the bench suite (see bench/README.md)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

@@ -198,6 +198,14 @@ class Config:
             "600", _float_range(0.1, 3600), "Seconds a non-streaming plan call may take to send its response headers."
         ),
     ]
+    plan_custom_header_bytes: Annotated[
+        int,
+        setting(
+            "8192",
+            _int_range(0, 65536),
+            "Bytes of other request headers (ANTHROPIC_CUSTOM_HEADERS) forwarded to the plan; the rest are dropped.",
+        ),
+    ]
     key_hash_secret: Annotated[
         str | None,
         setting(
@@ -281,19 +289,20 @@ class Config:
     bedrock_beta_allowlist: Annotated[
         tuple[str, ...],
         setting(
-            "interleaved-thinking-2025-05-14,context-1m-2025-08-07,"
-            "fine-grained-tool-streaming-2025-05-14,token-efficient-tools-2025-02-19,"
-            "computer-use-2025-01-24,output-128k-2025-02-19,context-management-2025-06-27",
+            "interleaved-thinking-2025-05-14,context-1m-2025-08-07,context-management-2025-06-27,"
+            "effort-2025-11-24,fine-grained-tool-streaming-2025-05-14,tool-search-tool-2025-10-19,"
+            "tool-examples-2025-10-29,extended-cache-ttl-2025-04-11,mid-conversation-system-2026-04-07,"
+            "token-efficient-tools-2025-02-19,computer-use-2025-01-24,output-128k-2025-02-19",
             _csv,
-            "anthropic-beta values forwarded to Bedrock; others are dropped.",
+            "anthropic-beta values Bedrock accepts, moved into the body's anthropic_beta; others are dropped.",
         ),
     ]
     bedrock_strip_fields: Annotated[
         tuple[str, ...],
         setting(
-            "context_management,mcp_servers,container,service_tier",
+            "mcp_servers,container,speed,service_tier,tools.strict,cache_control.scope",
             _csv,
-            "Request fields removed before a Bedrock call (Bedrock rejects them).",
+            "Request fields removed before a Bedrock call, each together with its beta (README: Bedrock features).",
         ),
     ]
     bedrock_timeout: Annotated[

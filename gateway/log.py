@@ -134,7 +134,7 @@ _PID = os.getpid()
 
 # The fields of a request_completed line that come from the client (everything else is
 # ours: ids, numbers, masked prefixes); only these need scrubbing on the hot path.
-CLIENT_FIELDS = ("model", "upstream_model", "session_id")
+CLIENT_FIELDS = ("model", "upstream_model", "session_id", "agent_id")
 
 
 def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

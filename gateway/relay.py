@@ -32,11 +32,13 @@ from gateway import (
     circuit,
     envelope,
     errors,
+    headers,
     keys,
     ledger,
     limits,
     log,
     metrics,
+    model_map,
     price_table,
     quota,
     routing,
@@ -48,15 +50,8 @@ from gateway.upstream import PlanClient, PlanConnectionError, PlanResponse
 
 logger = structlog.get_logger("gateway.relay")
 
-ANTHROPIC_VERSION = "2023-06-01"
-# Request headers passed to the plan (SPEC §2); everything else, hop-by-hop headers
-# included, stays here. The plan credential is handled separately.
-FORWARD_REQUEST = frozenset({"anthropic-version", "anthropic-beta", "content-type", "accept", "user-agent"})
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
-# Response headers relayed to the client (SPEC §2).
-RELAY_RESPONSE = frozenset({"content-type", "request-id", "retry-after"})
-
-SESSION_HEADER = "x-claude-code-session-id"
+ANTHROPIC_VERSION = headers.ANTHROPIC_VERSION
+SESSION_HEADER = headers.SESSION
 # What the client sees when the plan dies mid-stream, in-band as Anthropic does.
 LOST_MID_STREAM = (
     b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
@@ -110,10 +105,12 @@ class Call:
 
     __slots__ = (
         "abandoned",
+        "agent_id",
         "body",
         "ctx",
         "endpoint",
         "model",
+        "parent_agent_id",
         "plan_resets_at",
         "request_id",
         "session_id",
@@ -127,6 +124,9 @@ class Call:
         self.started = started
         self.ctx = ctx
         self.session_id = session_id
+        # Claude Code's subagent attribution (issue 15), recorded on the usage row.
+        self.agent_id: str | None = None
+        self.parent_agent_id: str | None = None
         self.body: bytes | None = None
         self.model: str | None = None
         self.stream = False
@@ -174,6 +174,7 @@ class Outcome:
         "error_class",
         "fallback_state",
         "is_fallback",
+        "model_substituted",
         "plan_outcome",
         "provider",
         "region",
@@ -196,8 +197,10 @@ class Outcome:
         upstream_model: str | None = None,  # Bedrock's model id; the plan's comes with its usage
         usage: sse.UsageCounts | None = None,
         ttfb: float | None = None,
+        model_substituted: bool = False,  # Bedrock served an unmapped name with the default
     ) -> None:
         self.response = response
+        self.model_substituted = model_substituted
         self.provider = provider  # plan | bedrock | none (answered by the gateway itself)
         self.error_class = error_class
         self.plan_outcome = plan_outcome
@@ -268,8 +271,10 @@ class Relay:
         secrets: envelope.SecretCache,
         budgets: limits.Budgets,
         quotas: quota.Quotas,
+        models: model_map.ModelMap | None = None,
     ) -> None:
         self.config = config
+        self.models = models or model_map.ModelMap()
         self.keys = key_cache
         self.writer = writer
         self.session = session  # Bedrock and webhooks
@@ -285,6 +290,7 @@ class Relay:
         self.sigv4 = bedrock.SigV4Auth()  # the deployment's default AWS credential chain
         self._plan_key = config.plan_api_key
         self._ping_interval = config.ping_interval
+        self._forward = headers.RequestHeaders(config.plan_custom_header_bytes)
 
     # --- one request, top to bottom ----------------------------------------------------
 
@@ -300,7 +306,10 @@ class Relay:
                 ctx = await self.keys.lookup(key)
             except errors.GatewayError as exc:
                 return self._unidentified(exc, request_id, endpoint, key, started)
-            call = Call(request_id, endpoint, started, ctx, request.headers.get(SESSION_HEADER))
+            request_headers = request.headers
+            call = Call(request_id, endpoint, started, ctx, request_headers.get(SESSION_HEADER))
+            call.agent_id = request_headers.get(headers.AGENT)
+            call.parent_agent_id = request_headers.get(headers.PARENT_AGENT)
             outcome = None
             try:
                 outcome = await self._answer(request, call, upstream_path, org_mode)
@@ -405,12 +414,34 @@ class Relay:
             self.circuits.record_probe(key_id, False, failure.outcome)
         else:
             self.circuits.record_failure(key_id, failure.outcome)
-        auth = await self._bedrock_auth(call.ctx) if call.endpoint != "models" else None
+        auth = await self._bedrock_auth(call.ctx)
         if auth is None:
             # No fallback: the plan's own error goes back unchanged; Claude Code's recovery
             # reads its wording (SPEC §3).
             return failure.relayed(call, "unavailable")
+        if call.endpoint == "models":
+            return self._bedrock_models(call, failure)
         return await self._bedrock(request, call, auth, failure)
+
+    def _bedrock_models(self, call: Call, failure: PlanFailure) -> Outcome:
+        """GET /v1/models when the plan failed and the key has Bedrock: the mapping's names
+        (ids starting with `claude`) this key may use, in the API's list shape (SPEC §2)."""
+        ctx = call.ctx
+        names = []
+        for name in self.models.names():
+            try:
+                limits.check_model(ctx, name)
+            except errors.PermissionDenied:
+                continue
+            names.append(name)
+        body = headers.models_page(names)
+        request_id = call.request_id
+        reply = web.Response(
+            body=body,
+            content_type="application/json",
+            headers={"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id},
+        )
+        return Outcome(reply, "bedrock", is_fallback=True, plan_outcome=failure.outcome, ttfb=time.perf_counter())
 
     async def _circuit_open(self, request: web.Request, call: Call) -> Outcome:
         key_id = call.ctx.key_id
@@ -479,16 +510,15 @@ class Relay:
         config = self.config
         ctx = call.ctx
         region = ctx.bedrock_region or config.bedrock_default_region
-        model_id = bedrock.resolve_model(call.model or "", ctx.bedrock_model, config)
+        resolved = self.models.resolve(call.model, ctx.bedrock_model, config.bedrock_default_model)
+        model_id = resolved.model_id
         fields: dict[str, Any] = {
             "is_fallback": skipped != BEDROCK_ONLY,  # bedrock_only is the route, not a fallback
             "plan_outcome": failure.outcome if failure is not None else skipped,
             "region": region,
             "upstream_model": model_id,
+            "model_substituted": resolved.substituted,
         }
-        body = bedrock.prepare_body(call.body or b"", request.headers.get("anthropic-beta"), config)
-        base_url = bedrock.endpoint(region, config)
-        proxy = config.proxy_for(base_url)
         request_id = call.request_id
         headers = {"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id}
         if call.plan_resets_at:
@@ -497,6 +527,19 @@ class Relay:
             if skipped == QUOTA_EXHAUSTED:
                 headers["x-ccproxy-fallback"] = "quota"
                 fields["fallback_state"] = "quota"
+        if resolved.substituted:
+            # Never silent (issue 15): the client, the usage row and the log all say so.
+            headers["x-ccproxy-model-substituted"] = f"{call.model} -> {model_id}"
+            logger.warning("model_substituted", requested=call.model, bedrock_model=model_id)
+        try:
+            body = bedrock.prepare_body(call.body or b"", request.headers.get("anthropic-beta"), config)
+        except errors.InvalidRequest as exc:  # a feature Bedrock lacks, named (README: Bedrock features)
+            refused = refusal(exc, request_id, "bedrock", **fields)
+            if resolved.substituted:
+                refused.response.headers["x-ccproxy-model-substituted"] = headers["x-ccproxy-model-substituted"]  # type: ignore[union-attr]
+            return refused
+        base_url = bedrock.endpoint(region, config)
+        proxy = config.proxy_for(base_url)
 
         if call.endpoint == "count_tokens":  # free on Bedrock too: no budget check
             try:
@@ -611,34 +654,24 @@ class Relay:
     # --- headers --------------------------------------------------------------------------
 
     def _upstream_headers(self, request: web.Request, org_mode: bool) -> dict[str, str]:
-        out: dict[str, str] = {}
-        credential = False
-        for name, value in request.headers.items():
-            lname = name.lower()
-            if lname in FORWARD_REQUEST or lname.startswith("x-stainless-"):
-                out[lname] = value
-            elif lname in CREDENTIAL_HEADERS and not org_mode:
-                # Path mode: the developer's own plan credential goes through unchanged.
-                out[lname] = value
-                credential = True
-        if not credential and self._plan_key:
-            out["x-api-key"] = self._plan_key
-        if "anthropic-version" not in out:
-            out["anthropic-version"] = ANTHROPIC_VERSION
-        if request.method == "POST" and "content-type" not in out:
-            out["content-type"] = "application/json"
-        return out
+        return self._forward.build(request.headers.items(), org_mode, self._plan_key, request.method == "POST")
 
     @staticmethod
     def _client_headers(upstream: PlanResponse, request_id: str) -> dict[str, str]:
-        out = {
-            name: value
-            for name, value in upstream.headers
-            if name in RELAY_RESPONSE or name.startswith("anthropic-ratelimit-")
-        }
+        out = headers.response_headers(upstream.headers)
         out["x-ccproxy-request-id"] = request_id
         out["x-ccproxy-provider"] = "plan"
         return out
+
+    async def probe(self, key: str) -> web.Response:
+        """HEAD on the base URL: 200 for a known key with no upstream call, 404 otherwise
+        (the same answer as any request with that key, so nothing is enumerable)."""
+        request_id = usage.new_request_id()
+        try:
+            await self.keys.lookup(key)
+        except errors.GatewayError as exc:
+            return error_response(exc, request_id)
+        return web.Response(status=200, headers={"x-ccproxy-request-id": request_id})
 
     # --- metering: the end of every request ---------------------------------------------------
 
@@ -681,6 +714,9 @@ class Relay:
             unpriced=priced.unpriced,
             region=outcome.region,
             plan_outcome=outcome.plan_outcome,
+            agent_id=call.agent_id,
+            parent_agent_id=call.parent_agent_id,
+            model_substituted=outcome.model_substituted,
         )
         self.writer.add(event)
         is_error = event.status >= 500 or event.error_class in _ERROR_CLASSES or outcome.fallback_state == "failed"
@@ -779,6 +815,8 @@ def _request_line(
         "latency_ms": round(latency_ms, 3),
         "ttfb_ms": round(ttfb_ms, 3) if ttfb_ms is not None else None,
         "session_id": event.session_id,
+        "agent_id": event.agent_id,
+        "model_substituted": event.model_substituted,
         **_request_metrics(
             latency_ms,
             is_error,

@@ -24,6 +24,7 @@ from gateway import (
     limits,
     log,
     metrics,
+    model_map,
     price_table,
     quota,
     relay,
@@ -48,6 +49,7 @@ SECRETS = web.AppKey("secrets", envelope.SecretCache)
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
 BUDGETS = web.AppKey("budgets", limits.Budgets)
 QUOTAS = web.AppKey("quotas", quota.Quotas)
+MODELS = web.AppKey("models", model_map.ModelMap)
 KEYRING: web.AppKey[envelope.Keyring] = web.AppKey("keyring")
 
 
@@ -116,6 +118,8 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
     prices = price_table.PriceTable(database)
     quotas = quota.Quotas(database, enabled=config.quota_routing, flush_seconds=config.quota_flush_seconds)
     app[QUOTAS] = quotas
+    models = model_map.ModelMap(database)
+    app[MODELS] = models
     app[KEY_CACHE] = cache
     app[CIRCUITS] = circuits
     app[PRICES] = prices
@@ -127,9 +131,15 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         await circuits.reload_all()
         await quotas.reload_all()
         await prices.reload()
+        await models.reload()
 
     def on_prices(_payload: str) -> None:
         task = asyncio.get_running_loop().create_task(prices.reload())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    def on_models(_payload: str) -> None:
+        task = asyncio.get_running_loop().create_task(models.reload())
         background.add(task)
         task.add_done_callback(background.discard)
 
@@ -143,6 +153,7 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
                 "ccproxy_circuits": circuits.on_notify,
                 "ccproxy_prices": on_prices,
                 quota.NOTIFY_CHANNEL: quotas.on_notify,
+                model_map.NOTIFY_CHANNEL: on_models,
             },
             on_connect,
             listening,
@@ -239,6 +250,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SECRETS],
         budgets,
         app[QUOTAS],
+        models=app[MODELS],
     )
     yield
     await _cancel(refresher)
@@ -268,6 +280,20 @@ def _org_key(request: web.Request) -> str:
     if scheme.lower() == "bearer" and token.startswith(keys.KEY_PREFIX):
         return token.strip()
     return ""
+
+
+async def probe_path(request: web.Request) -> web.StreamResponse:
+    """HEAD on the base URL `/ak/{key}` (Claude Code probes it at start-up): 200 with no
+    upstream call; an unknown key still gets 404."""
+    return await request.app[RELAY].probe(request.match_info["key"])
+
+
+async def probe_org(request: web.Request) -> web.StreamResponse:
+    """HEAD / in org mode: the key (if the probe carries one) is checked the same way."""
+    key = _org_key(request)
+    if not key and not request.headers.get("x-api-key") and not request.headers.get("authorization"):
+        return web.Response(status=200)  # a bare liveness probe names no key to check
+    return await request.app[RELAY].probe(key)
 
 
 def _org_handler(endpoint: str, upstream_path: str) -> Handler:
@@ -345,6 +371,9 @@ def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Applic
     for method, endpoint, path in ROUTES:
         app.router.add_route(method, "/ak/{key}" + path, _path_handler(endpoint, path))
         app.router.add_route(method, path, _org_handler(endpoint, path))
+    app.router.add_route("HEAD", "/ak/{key}", probe_path)
+    app.router.add_route("HEAD", "/ak/{key}/", probe_path)
+    app.router.add_route("HEAD", "/", probe_org)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)

@@ -58,6 +58,9 @@ class UsageEvent(msgspec.Struct, array_like=True):
     unpriced: bool = False
     region: str | None = None  # Bedrock's region (repricing needs it)
     plan_outcome: str | None = None  # why the plan did not answer: SPEC §3 class, circuit_open, quota_exhausted, …
+    agent_id: str | None = None  # x-claude-code-agent-id (a subagent's requests)
+    parent_agent_id: str | None = None  # x-claude-code-parent-agent-id
+    model_substituted: bool = False  # Bedrock served an unmapped model name with the default
 
 
 COLUMNS = tuple(UsageEvent.__struct_fields__)

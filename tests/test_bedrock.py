@@ -60,6 +60,9 @@ def test_prepare_body_removes_model_stream_and_stripped_fields_and_adds_version(
         "anthropic_version": "bedrock-2023-05-31",
         "thinking": {"type": "enabled", "budget_tokens": 1024},
         "metadata": {"user_id": "u"},
+        # forwarded, and its beta goes along even though the client sent none
+        "context_management": {},
+        "anthropic_beta": ["context-management-2025-06-27"],
     }
 
 
@@ -94,7 +97,9 @@ def test_prepare_body_rejects_non_object_bodies(raw):
         ("claude-sonnet-4-5-20250929", "global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
         ("claude-sonnet-4-5-20250929[1m]", "global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
         ("claude-sonnet-4-20250514", "us.anthropic.claude-sonnet-4-20250514-v1:0"),
-        ("claude-sonnet-4-0", CONFIG.bedrock_default_model),
+        ("claude-sonnet-4-0", "us.anthropic.claude-sonnet-4-20250514-v1:0"),
+        ("claude-opus-4-8", "us.anthropic.claude-opus-4-8"),  # what Claude Code 2.1.197 asks for
+        ("claude-opus-4-8[1m]", "us.anthropic.claude-opus-4-8"),
         ("claude-opus-4-1", "us.anthropic.claude-opus-4-1-20250805-v1:0"),
         ("claude-opus-4-1-20250805", "us.anthropic.claude-opus-4-1-20250805-v1:0"),
         ("claude-opus-4-20250514", "us.anthropic.claude-opus-4-20250514-v1:0"),

@@ -50,7 +50,7 @@ TIMEOUT = 120
 PLAN_CREDENTIAL = "sk-ant-e2e-test"
 PROMPT = "Say hello to the e2e gateway test zebra-quokka-7731."
 INPUT_TOKENS = 25  # the fake's `text` scenario
-ALLOWED_UPSTREAM = {"anthropic-version", "anthropic-beta", "content-type", "accept", "user-agent"}
+ALLOWED_UPSTREAM = {"content-type", "accept", "user-agent"}
 
 
 def claude_binary() -> Path:
@@ -128,11 +128,17 @@ def check_upstream_requests(upstream: FakeAnthropic, credential_header: str, key
         assert "claude-code-20250219" in headers["anthropic-beta"]
         assert headers["anthropic-version"] == "2023-06-01"
         assert key not in repr(headers) and key not in seen.query
-        # SPEC §2's allow-list: Claude Code's x-app, x-claude-code-session-id (recorded, not
-        # forwarded), anthropic-dangerous-direct-browser-access, accept-encoding and
-        # connection stay at the gateway.
-        forwarded = {h for h in headers if not h.startswith("x-stainless-")} - {"host", "content-length"}
-        assert forwarded <= ALLOWED_UPSTREAM | {credential_header}, forwarded
+        # SPEC §2's open lists: every anthropic-*, x-claude-code-* and x-stainless-* header
+        # and Claude Code's own extras (x-app) go on; hop-by-hop headers, cookies and
+        # accept-encoding (the gateway meters the stream) stay at the gateway.
+        assert headers["x-claude-code-session-id"]
+        assert headers["anthropic-dangerous-direct-browser-access"] == "true"
+        assert headers["x-app"] == "cli"
+        assert "cookie" not in headers and "accept-encoding" not in headers
+        named = {h for h in headers if not h.startswith(("x-stainless-", "anthropic-", "x-claude-code-"))}
+        assert named - {"host", "content-length", "connection"} <= ALLOWED_UPSTREAM | {credential_header, "x-app"}, (
+            named
+        )
         body = orjson.loads(seen.body)
         assert body["stream"] is True
         assert body["model"].startswith("claude-")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import secrets
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from conftest import REPO, Gateway, LogCapture, start_site
 from bench import fake_bedrock
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import audit, keys, server
+from gateway import audit, keys, price_table, pricing, server
 from gateway import bedrock as bedrock_mod
 
 CLAUDE = REPO / "tests" / "e2e" / "node_modules" / ".bin" / "claude"
@@ -118,6 +120,17 @@ async def test_claude_code_completes_a_task_on_bedrock_when_the_plan_fails(
     await keys.set_bedrock_key(
         gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], fake_bedrock_server.api_key
     )
+    # Claude Code 2.1.197 asks for claude-opus-4-8: mapped by the shipped table, but it has no
+    # shipped price yet, so the operator sets one (as `ccproxy pricing set` would).
+    opus = pricing.Price(
+        "claude-opus-4-8", "*", *(Decimal(v) for v in ("5", "25", "6.25", "10", "0.5")), dt.date(2025, 1, 1)
+    )
+    await price_table.upsert(gw.database, audit.SYSTEM, [opus])
+    now = dt.datetime.now(dt.UTC)
+    for _ in range(250):  # the price table reloads on NOTIFY
+        if gw.app[server.PRICES].book.lookup("us.anthropic.claude-opus-4-8", "*", now) is not None:
+            break
+        await asyncio.sleep(0.02)
 
     result = await run_claude(tmp_path / "home", f"{gw.url}/ak/{issued['key']}")
 

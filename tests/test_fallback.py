@@ -628,9 +628,10 @@ async def test_body_and_headers_bedrock_receives(
     assert status == 200
     [seen] = bedrock.requests
     sent = orjson.loads(seen.body)
-    expected = {k: v for k, v in request.items() if k not in ("model", "stream", "service_tier", "context_management")}
+    expected = {k: v for k, v in request.items() if k not in ("model", "stream", "service_tier")}
     expected["anthropic_version"] = "bedrock-2023-05-31"
-    expected["anthropic_beta"] = ["interleaved-thinking-2025-05-14"]
+    # context_management is forwarded with its beta beside it (README: Bedrock features)
+    expected["anthropic_beta"] = ["interleaved-thinking-2025-05-14", "context-management-2025-06-27"]
     assert sent == expected
     headers = {k.lower(): v for k, v in seen.headers.items()}
     assert headers["authorization"] == f"Bearer {bedrock.api_key}"
@@ -655,14 +656,14 @@ async def test_body_and_headers_bedrock_receives(
             id="mapped-haiku",
         ),
         pytest.param(
-            "claude-opus-4-8",  # unknown to the mapping table: the configured default
+            "claude-opus-4-9",  # unknown to the mapping table: the configured default
             None,
             "us.anthropic.claude-3-5-haiku-20241022-v1:0",
             "us.anthropic.claude-3-5-haiku-20241022-v1:0",
             Decimal("0.000020") + Decimal("0.000048"),
             id="default-setting",
         ),
-        pytest.param("claude-opus-4-8", None, None, SONNET_ID, TEXT_COST, id="default"),
+        pytest.param("claude-opus-4-9", None, None, SONNET_ID, TEXT_COST, id="default"),
         pytest.param(
             MODEL,
             "us.anthropic.claude-opus-4-1-20250805-v1:0",
@@ -690,7 +691,7 @@ async def test_bedrock_model_is_the_keys_else_mapped_else_default(
     key = (await key_with_bedrock(gw, bedrock, bedrock_model=key_model))["key"]
     upstream.queue("usage_limit")
 
-    status, _, body = await post(http, f"{gw.url}/ak/{key}/v1/messages", {**BODY, "model": requested})
+    status, headers, body = await post(http, f"{gw.url}/ak/{key}/v1/messages", {**BODY, "model": requested})
 
     assert status == 200
     assert bedrock.requests[0].path == f"/model/{expected_id}/invoke"
@@ -698,6 +699,13 @@ async def test_bedrock_model_is_the_keys_else_mapped_else_default(
     [row] = await gw.usage_rows()
     assert (row["model"], row["upstream_model"]) == (requested, expected_id)
     assert row["cost_usd"] == cost
+    # the default standing in for an unknown name is never silent
+    substituted = requested == "claude-opus-4-9"
+    assert row["model_substituted"] is substituted
+    if substituted:
+        assert headers["x-ccproxy-model-substituted"] == f"{requested} -> {expected_id}"
+    else:
+        assert "x-ccproxy-model-substituted" not in headers
 
 
 @pytest.fixture
@@ -870,13 +878,13 @@ async def test_anthropic_sdk_gets_bedrock_answers(
     gw = await start()
     key = (await key_with_bedrock(gw, bedrock))["key"]
     messages: Any = [{"role": "user", "content": "hi"}]
-    model = "claude-sonnet-4-6"  # not on the SDK's deprecation list; unmapped, so the default id
+    model = "claude-sonnet-4-6"  # not on the SDK's deprecation list; mapped to us.anthropic.claude-sonnet-4-6
     async with AsyncAnthropic(base_url=f"{gw.url}/ak/{key}", api_key=PLAN_CREDENTIAL, max_retries=0) as client:
         raw = await client.messages.with_raw_response.create(model=model, max_tokens=64, messages=messages)
         assert raw.headers["x-ccproxy-provider"] == "bedrock"
         message = await raw.parse()
         assert message.content[0].type == "text" and message.content[0].text == BEDROCK_TEXT
-        assert message.model == "claude-sonnet-4-5-20250929"  # what Bedrock reports, not the plan's echo
+        assert message.model == "claude-sonnet-4-6"  # what Bedrock reports for its id
         assert (message.usage.input_tokens, message.usage.output_tokens) == (25, 12)
         assert message.stop_reason == "end_turn"
 

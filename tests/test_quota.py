@@ -386,7 +386,9 @@ async def test_bedrock_only_never_calls_the_plan(
 
     # The key loses its Bedrock afterwards: a clear error for the operator, still no plan call.
     await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], None)
-    await key_cache_sees(gw, issued["key"], lambda ctx: ctx.bedrock_key_blob is None and not ctx.bedrock_default_credentials)
+    await key_cache_sees(
+        gw, issued["key"], lambda ctx: ctx.bedrock_key_blob is None and not ctx.bedrock_default_credentials
+    )
     status, headers, body = await post(http, gw, issued["key"])
     assert status == 500 and b"routed bedrock_only but has no usable Bedrock credentials" in body
     assert upstream.requests == []

@@ -113,7 +113,7 @@ async def test_in_stream_error_is_relayed_and_recorded(
     assert row["input_tokens"] == 25  # what was seen before the error is kept
 
 
-async def test_request_headers_are_allow_listed_and_query_kept(
+async def test_request_headers_go_as_open_lists_and_query_kept(
     gateway: Gateway, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession
 ) -> None:
     key = (await gateway.issue_key())["key"]
@@ -126,7 +126,7 @@ async def test_request_headers_are_allow_listed_and_query_kept(
         "te": "trailers",
         "x-forwarded-for": "10.1.2.3",
         "cookie": "a=b",
-        "x-custom-internal": "nope",
+        "x-custom-internal": "custom",  # ANTHROPIC_CUSTOM_HEADERS: forwarded within the budget
     }
     await post(http, f"{gateway.url}/ak/{key}/v1/messages?beta=true&x=1%202", orjson.dumps(BODY), headers)
     seen = fake[0].requests[-1]
@@ -137,7 +137,9 @@ async def test_request_headers_are_allow_listed_and_query_kept(
     assert lower["anthropic-beta"] == "interleaved-thinking-2025-05-14"
     assert lower["user-agent"] == "claude-cli/2.0.0 (external, cli)"
     assert lower["x-stainless-lang"] == "js"
-    for dropped in ("te", "x-forwarded-for", "cookie", "x-custom-internal", "x-claude-code-session-id"):
+    assert lower["x-claude-code-session-id"] == "sess-42"
+    assert lower["x-custom-internal"] == "custom"
+    for dropped in ("te", "x-forwarded-for", "cookie"):
         assert dropped not in lower, dropped
     assert seen.body == orjson.dumps(BODY)  # the body went upstream as the same bytes
     [row] = await gateway.usage_rows()
