@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+import gateway.dashboard
 from gateway import circuit, db, envelope, errors, keys, limits, log, metrics, price_table, relay, upstream, usage
 from gateway.config import Config
 
@@ -274,6 +275,9 @@ async def prometheus(request: web.Request) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error the gateway produces in Anthropic's shape (SPEC §2)."""
+    if len(request.match_info.apps) > 1:
+        # A sub-application (the dashboard) is not the relay: it keeps its own answers.
+        return await handler(request)
     try:
         return await handler(request)
     except errors.GatewayError as exc:
@@ -315,4 +319,5 @@ def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Applic
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)
+    gateway.dashboard.mount(app)
     return app

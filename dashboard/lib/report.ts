@@ -1,0 +1,104 @@
+// Turns the admin API's usage report into what the cards and charts show. Kept apart
+// from React so lib/report.test.ts can check the arithmetic.
+
+import type { TopUser, UsageBucket, UsageReport, UsageTotals } from "./api";
+
+const n = (v: unknown): number => {
+  const x = typeof v === "number" ? v : Number(v ?? 0);
+  return Number.isFinite(x) ? x : 0;
+};
+
+export function totalTokens(t: Partial<UsageTotals>): number {
+  return n(t.input_tokens) + n(t.output_tokens) + n(t.cache_creation_input_tokens) + n(t.cache_read_input_tokens);
+}
+
+export interface Cards {
+  totalTokens: number;
+  inputTokens: number;
+  outputTokens: number;
+  requests: number;
+  bedrockCost: number;
+  fallbackRate: number;
+  cacheHitShare: number;
+  topUserShare: number;
+  topUser: string | null;
+  costPerBedrockRequest: number;
+}
+
+export function cards(totals: UsageTotals, top: TopUser[]): Cards {
+  const requests = n(totals.requests);
+  const bedrock = n(totals.bedrock_requests);
+  const cost = n(totals.cost_usd);
+  const prompt = n(totals.input_tokens) + n(totals.cache_creation_input_tokens) + n(totals.cache_read_input_tokens);
+  const all = totalTokens(totals);
+  const leader = top[0];
+  return {
+    totalTokens: all,
+    inputTokens: n(totals.input_tokens),
+    outputTokens: n(totals.output_tokens),
+    requests,
+    bedrockCost: cost,
+    fallbackRate: requests ? n(totals.fallback_requests) / requests : 0,
+    cacheHitShare: prompt ? n(totals.cache_read_input_tokens) / prompt : 0,
+    topUserShare: leader && all ? totalTokens(leader) / all : 0,
+    topUser: leader ? leader.user : null,
+    costPerBedrockRequest: bedrock ? cost / bedrock : 0,
+  };
+}
+
+export interface SeriesPoint {
+  t: string;
+  input: number;
+  output: number;
+  requests: number;
+  plan: number;
+  bedrock: number;
+  cost: number;
+  cumulativeTokens: number;
+  cumulativeCost: number;
+}
+
+export function series(buckets: UsageBucket[]): SeriesPoint[] {
+  let tokens = 0;
+  let cost = 0;
+  return [...buckets]
+    .sort((a, b) => a.bucket_start.localeCompare(b.bucket_start))
+    .map((b) => {
+      tokens += totalTokens(b);
+      cost += n(b.cost_usd);
+      const requests = n(b.requests);
+      const bedrock = n(b.bedrock_requests);
+      return {
+        t: b.bucket_start,
+        input: n(b.input_tokens),
+        output: n(b.output_tokens),
+        requests,
+        plan: b.plan_requests !== undefined ? n(b.plan_requests) : Math.max(0, requests - bedrock),
+        bedrock,
+        cost: n(b.cost_usd),
+        cumulativeTokens: tokens,
+        cumulativeCost: Number(cost.toFixed(6)),
+      };
+    });
+}
+
+/** Rows of {t, <model>: cost} for a stacked chart, from one report per model. */
+export function costByModelSeries(perModel: { model: string; report: UsageReport }[]): { rows: Record<string, number | string>[]; models: string[] } {
+  const byT = new Map<string, Record<string, number | string>>();
+  for (const { model, report } of perModel) {
+    for (const b of report.buckets) {
+      const row = byT.get(b.bucket_start) ?? { t: b.bucket_start };
+      row[model] = n(row[model]) + n(b.cost_usd);
+      byT.set(b.bucket_start, row);
+    }
+  }
+  const models = perModel.map((p) => p.model);
+  const rows = [...byT.values()].sort((a, b) => String(a.t).localeCompare(String(b.t)));
+  for (const row of rows) for (const m of models) row[m] = n(row[m]);
+  return { rows, models };
+}
+
+/** What cache reads saved: tokens read from cache priced at the input rate minus what they cost. */
+export function cacheSavings(readTokens: number, inputPricePerMTok: number, readPricePerMTok: number): number {
+  return (readTokens * (inputPricePerMTok - readPricePerMTok)) / 1_000_000;
+}
