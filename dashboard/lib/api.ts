@@ -19,6 +19,7 @@ export interface LoginResult {
 }
 
 export interface Me {
+  id: number;
   username: string;
   role: Role;
 }
@@ -27,59 +28,104 @@ export interface User {
   id: number;
   name: string;
   description: string | null;
+  status: "active" | "inactive";
+  team_id: number | null;
   team: string | null;
-  team_id?: number | null;
-  status: string;
-  monthly_budget: string | null;
-  alert_thresholds?: number[] | null;
-  allowed_models?: string[] | null;
+  monthly_budget_usd: string | null;
+  alert_thresholds: number[];
+  allowed_models: string[] | null;
+  active_keys: number;
   created_at: string;
-  [extra: string]: unknown;
+  deactivated_at: string | null;
+}
+
+export interface UserCreate {
+  name: string;
+  description?: string | null;
+  team_id?: number | null;
+  monthly_budget_usd?: string | null;
+  alert_thresholds?: number[];
+  allowed_models?: string[] | null;
+}
+
+export type UserUpdate = Partial<UserCreate>;
+
+export interface Budget {
+  user_id: number;
+  monthly_budget_usd: string | null;
+  alert_thresholds: number[];
+  spent_usd: string;
+  remaining_usd: string | null;
+  period_start: string;
+  resets_at: string;
+  team: { id: number; name: string; monthly_budget_usd: string | null; spent_usd: string; remaining_usd: string | null } | null;
 }
 
 export interface Team {
   id: number;
   name: string;
+  description: string | null;
+  monthly_budget_usd: string | null;
+  alert_thresholds: number[];
+  allowed_models: string[] | null;
+  members: number;
+  created_at: string;
+}
+
+export interface TeamCreate {
+  name: string;
   description?: string | null;
-  monthly_budget: string | null;
-  alert_thresholds?: number[] | null;
+  monthly_budget_usd?: string | null;
+  alert_thresholds?: number[];
   allowed_models?: string[] | null;
-  members?: number | string[] | null;
-  created_at?: string;
-  [extra: string]: unknown;
 }
 
 export interface AccessKey {
   id: number;
-  user_id?: number;
+  user_id: number;
+  user_name: string;
   prefix: string;
-  status: string;
+  status: "active" | "revoked";
   bedrock_region: string | null;
   bedrock_model: string | null;
-  bedrock_default_credentials?: boolean;
-  bedrock_key_registered?: boolean;
-  rpm?: number | null;
+  bedrock_default_credentials: boolean;
+  bedrock_key_registered: boolean;
+  rpm_limit: number | null;
   created_at: string;
-  revoked_at?: string | null;
-  last_used_at?: string | null;
-  [extra: string]: unknown;
+  revoked_at: string | null;
+  expires_at: string | null;
+  replaced_by: number | null;
 }
 
 export interface IssuedKey extends AccessKey {
   raw_key: string;
 }
 
+export interface RotatedKey extends IssuedKey {
+  replaces: number;
+  old_key_expires_at: string;
+}
+
+export interface KeyUpdate {
+  bedrock_region?: string | null;
+  bedrock_model?: string | null;
+  bedrock_default_credentials?: boolean;
+  rpm_limit?: number | null;
+}
+
+export type Granularity = "minute" | "hour" | "day" | "week" | "month";
+
 export interface UsageTotals {
   requests: number;
+  plan_requests: number;
+  bedrock_requests: number;
+  fallback_requests: number;
+  error_requests: number;
   input_tokens: number;
   output_tokens: number;
   cache_creation_input_tokens: number;
   cache_read_input_tokens: number;
   cost_usd: string;
-  bedrock_requests?: number;
-  fallback_requests?: number;
-  plan_requests?: number;
-  [extra: string]: unknown;
 }
 
 export interface UsageBucket extends UsageTotals {
@@ -91,72 +137,98 @@ export interface ModelCost extends UsageTotals {
 }
 
 export interface UsageReport {
-  bucket: string;
+  granularity: Granularity;
   start: string;
   end: string;
-  report_tz?: string;
-  totals: UsageTotals;
+  report_tz: string;
   buckets: UsageBucket[];
+  totals: UsageTotals;
   by_model: ModelCost[];
-  [extra: string]: unknown;
 }
 
-export interface TopUser extends UsageTotals {
+export interface TopUser {
   user_id: number;
-  user: string;
+  user_name: string;
+  requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost_usd: string;
+  share: number;
 }
 
 export interface UsageEventRow {
   request_id: string;
   created_at: string;
-  user: string;
-  user_id?: number;
-  access_key_id?: number;
-  provider: string;
+  user_id: number;
+  user_name: string;
+  access_key_id: number;
+  access_key_prefix: string;
+  endpoint: string;
+  provider: "plan" | "bedrock" | "none";
   is_fallback: boolean;
   model: string | null;
+  upstream_model: string | null;
   status: number;
+  error_class: string | null;
+  stream: boolean;
   input_tokens: number;
   output_tokens: number;
   cache_creation_input_tokens: number;
+  cache_creation_5m_tokens: number;
+  cache_creation_1h_tokens: number;
   cache_read_input_tokens: number;
   cost_usd: string;
   latency_ms: number;
-  [extra: string]: unknown;
+  ttfb_ms: number | null;
+  session_id: string | null;
 }
 
 export interface Price {
   model: string;
+  region: string;
   input: string;
   output: string;
   cache_write_5m: string;
   cache_write_1h: string;
   cache_read: string;
   effective_date: string;
-  source?: string;
-  [extra: string]: unknown;
 }
 
+export type PriceInput = Omit<Price, "region" | "effective_date"> & { region?: string; effective_date?: string };
+
 export interface Circuit {
-  key_id: number;
-  prefix?: string;
-  user?: string;
-  state: string;
-  failures?: number;
-  opened_at?: string | null;
-  open_until?: string | null;
-  [extra: string]: unknown;
+  access_key_id: number;
+  prefix: string;
+  user_name: string;
+  state: "closed" | "open" | "half_open";
+  failures: number;
+  opened_at: string | null;
+  probe_started_at: string | null;
+  last_error_class: string | null;
+  updated_at: string;
 }
 
 export interface AuditEntry {
   id: number;
-  created_at: string;
+  at: string;
   actor: string;
+  actor_kind: "admin" | "cli" | "system" | "anonymous";
   action: string;
-  target: string | null;
-  changes?: Record<string, unknown> | null;
-  client_addr?: string | null;
-  [extra: string]: unknown;
+  target_type: string;
+  target_id: string | null;
+  changes: Record<string, unknown>;
+  client_address: string | null;
+}
+
+export interface AuditQuery {
+  actor?: string;
+  action?: string;
+  target_type?: string;
+  target_id?: string;
+  start?: string;
+  end?: string;
+  limit?: number;
+  offset?: number;
 }
 
 /** The admin API's error shape: {"error": {"code", "message", "field"}}. */
@@ -172,12 +244,12 @@ export class ApiError extends Error {
   }
 }
 
-export type Query = Record<string, string | number | boolean | null | undefined>;
+export type Query = { [name: string]: string | number | boolean | null | undefined } | object;
 
 export function queryString(query: Query | undefined): string {
   if (!query) return "";
   const params = new URLSearchParams();
-  for (const [k, v] of Object.entries(query)) {
+  for (const [k, v] of Object.entries(query) as [string, unknown][]) {
     if (v === undefined || v === null || v === "") continue;
     params.set(k, String(v));
   }
@@ -196,7 +268,7 @@ export type UsageQuery = {
   start?: string;
   end?: string;
   period?: string;
-  bucket?: string;
+  granularity?: Granularity;
   user?: string | number;
   team?: string | number;
   key?: string | number;
@@ -258,101 +330,104 @@ export class ApiClient {
   }
 
   // --- users
-  listUsers(q: { search?: string; team?: string; status?: string; limit?: number; offset?: number } = {}): Promise<Page<User>> {
+  listUsers(q: { search?: string; team?: number | string; status?: string; limit?: number; offset?: number } = {}): Promise<Page<User>> {
     return this.json("GET", "/users", { query: q });
   }
-  createUser(body: { name: string; description?: string; team?: string; monthly_budget?: string }): Promise<User> {
+  createUser(body: UserCreate): Promise<User> {
     return this.json("POST", "/users", { body });
   }
   getUser(id: number): Promise<User> {
     return this.json("GET", `/users/${id}`);
   }
-  updateUser(id: number, body: Record<string, unknown>): Promise<User> {
+  updateUser(id: number, body: UserUpdate): Promise<User> {
     return this.json("PATCH", `/users/${id}`, { body });
   }
   deactivateUser(id: number): Promise<User> {
     return this.json("POST", `/users/${id}/deactivate`);
   }
-  deleteUser(id: number): Promise<unknown> {
+  deleteUser(id: number): Promise<void> {
     return this.json("DELETE", `/users/${id}`);
   }
-  setBudget(id: number, body: { monthly_budget: string | null; alert_thresholds?: number[] }): Promise<unknown> {
-    return this.json("PUT", `/users/${id}/budget`, { body });
-  }
-  getBudget(id: number): Promise<Record<string, unknown>> {
+  getBudget(id: number): Promise<Budget> {
     return this.json("GET", `/users/${id}/budget`);
   }
-  listKeys(userId: number): Promise<Page<AccessKey>> {
-    return this.json("GET", `/users/${userId}/access-keys`);
+  setBudget(id: number, body: { monthly_budget_usd: string | null; alert_thresholds?: number[] }): Promise<Budget> {
+    return this.json("PUT", `/users/${id}/budget`, { body });
   }
-  issueKey(userId: number, body: Record<string, unknown> = {}): Promise<IssuedKey> {
+  listKeys(userId: number, q: { limit?: number; offset?: number } = {}): Promise<Page<AccessKey>> {
+    return this.json("GET", `/users/${userId}/access-keys`, { query: q });
+  }
+  issueKey(userId: number, body: { bedrock_region?: string | null; bedrock_model?: string | null; rpm_limit?: number | null } = {}): Promise<IssuedKey> {
     return this.json("POST", `/users/${userId}/access-keys`, { body });
   }
 
   // --- access keys
-  updateKey(id: number, body: Record<string, unknown>): Promise<AccessKey> {
+  updateKey(id: number, body: KeyUpdate): Promise<AccessKey> {
     return this.json("PATCH", `/access-keys/${id}`, { body });
   }
-  revokeKey(id: number): Promise<unknown> {
+  revokeKey(id: number): Promise<AccessKey> {
     return this.json("DELETE", `/access-keys/${id}`);
   }
-  rotateKey(id: number): Promise<IssuedKey> {
+  rotateKey(id: number): Promise<RotatedKey> {
     return this.json("POST", `/access-keys/${id}/rotate`);
   }
-  putBedrockKey(id: number, apiKey: string): Promise<{ registered: boolean }> {
+  putBedrockKey(id: number, apiKey: string): Promise<{ access_key_id: number; registered: boolean }> {
     return this.json("PUT", `/access-keys/${id}/bedrock-key`, { body: { api_key: apiKey } });
   }
-  deleteBedrockKey(id: number): Promise<{ registered: boolean }> {
+  deleteBedrockKey(id: number): Promise<{ access_key_id: number; registered: boolean }> {
     return this.json("DELETE", `/access-keys/${id}/bedrock-key`);
   }
 
   // --- teams
-  listTeams(q: { limit?: number; offset?: number } = {}): Promise<Page<Team>> {
+  listTeams(q: { search?: string; limit?: number; offset?: number } = {}): Promise<Page<Team>> {
     return this.json("GET", "/teams", { query: q });
   }
-  createTeam(body: Record<string, unknown>): Promise<Team> {
+  createTeam(body: TeamCreate): Promise<Team> {
     return this.json("POST", "/teams", { body });
   }
   getTeam(id: number): Promise<Team> {
     return this.json("GET", `/teams/${id}`);
   }
-  updateTeam(id: number, body: Record<string, unknown>): Promise<Team> {
+  updateTeam(id: number, body: Partial<TeamCreate>): Promise<Team> {
     return this.json("PATCH", `/teams/${id}`, { body });
+  }
+  deleteTeam(id: number): Promise<void> {
+    return this.json("DELETE", `/teams/${id}`);
   }
 
   // --- usage
   usage(q: UsageQuery): Promise<UsageReport> {
     return this.json("GET", "/usage", { query: q });
   }
-  topUsers(q: UsageQuery & { limit?: number }): Promise<Page<TopUser>> {
+  topUsers(q: Omit<UsageQuery, "user" | "key" | "granularity" | "status"> & { order_by?: "cost" | "requests" | "tokens"; limit?: number; offset?: number }): Promise<Page<TopUser>> {
     return this.json("GET", "/usage/top-users", { query: q });
   }
-  events(q: UsageQuery & { limit?: number; offset?: number }): Promise<Page<UsageEventRow>> {
+  events(q: Omit<UsageQuery, "granularity"> & { limit?: number; offset?: number }): Promise<Page<UsageEventRow>> {
     return this.json("GET", "/usage/events", { query: q });
   }
-  /** The CSV of exactly what `events` filters, fetched with the Bearer header. */
-  async exportCsv(q: UsageQuery): Promise<string> {
+  /** The CSV of exactly what `events` filters, fetched with the Bearer header (never a token in the URL). */
+  async exportCsv(q: Omit<UsageQuery, "granularity">): Promise<string> {
     const response = await this.raw("GET", "/usage/export.csv", { query: q });
     return response.text();
   }
 
   // --- pricing, circuits, audit
-  listPrices(): Promise<Page<Price>> {
-    return this.json("GET", "/pricing");
+  listPrices(q: { limit?: number; offset?: number } = {}): Promise<Page<Price>> {
+    return this.json("GET", "/pricing", { query: q });
   }
-  upsertPrice(body: Record<string, unknown>): Promise<Price> {
+  upsertPrice(body: PriceInput): Promise<Price> {
     return this.json("PUT", "/pricing", { body });
   }
-  reloadPrices(): Promise<unknown> {
+  reloadPrices(): Promise<{ rows: number }> {
     return this.json("POST", "/pricing/reload");
   }
-  listCircuits(): Promise<Page<Circuit>> {
-    return this.json("GET", "/circuits");
+  listCircuits(q: { limit?: number; offset?: number } = {}): Promise<Page<Circuit>> {
+    return this.json("GET", "/circuits", { query: q });
   }
-  resetCircuit(keyId: number): Promise<unknown> {
+  resetCircuit(keyId: number): Promise<{ access_key_id: number; state: "closed" }> {
     return this.json("POST", `/circuits/${keyId}/reset`);
   }
-  audit(q: { actor?: string; action?: string; target?: string; start?: string; end?: string; limit?: number; offset?: number }): Promise<Page<AuditEntry>> {
+  audit(q: AuditQuery): Promise<Page<AuditEntry>> {
     return this.json("GET", "/audit", { query: q });
   }
 }

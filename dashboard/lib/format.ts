@@ -58,7 +58,7 @@ export function formatTime(iso: string | null | undefined, timeZone?: string): s
     day: "2-digit",
     hour: "2-digit",
     minute: "2-digit",
-    hour12: false,
+    hourCycle: "h23",
     timeZone,
   }).format(d);
 }
@@ -69,7 +69,7 @@ export function formatBucket(iso: string, bucket: string, timeZone?: string): st
   if (Number.isNaN(d.getTime())) return iso;
   const opts: Intl.DateTimeFormatOptions =
     bucket === "minute" || bucket === "hour"
-      ? { month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false }
+      ? { month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }
       : bucket === "month"
         ? { year: "numeric", month: "short" }
         : { month: "short", day: "2-digit" };

@@ -1,13 +1,14 @@
 // Turns the admin API's usage report into what the cards and charts show. Kept apart
 // from React so lib/report.test.ts can check the arithmetic.
 
-import type { TopUser, UsageBucket, UsageReport, UsageTotals } from "./api";
+import type { ModelCost, Price, TopUser, UsageBucket, UsageReport, UsageTotals } from "./api";
 
 const n = (v: unknown): number => {
   const x = typeof v === "number" ? v : Number(v ?? 0);
   return Number.isFinite(x) ? x : 0;
 };
 
+/** Every token a request moved: input, output, cache writes and cache reads. */
 export function totalTokens(t: Partial<UsageTotals>): number {
   return n(t.input_tokens) + n(t.output_tokens) + n(t.cache_creation_input_tokens) + n(t.cache_read_input_tokens);
 }
@@ -40,8 +41,9 @@ export function cards(totals: UsageTotals, top: TopUser[]): Cards {
     bedrockCost: cost,
     fallbackRate: requests ? n(totals.fallback_requests) / requests : 0,
     cacheHitShare: prompt ? n(totals.cache_read_input_tokens) / prompt : 0,
-    topUserShare: leader && all ? totalTokens(leader) / all : 0,
-    topUser: leader ? leader.user : null,
+    // The API ranks by tokens when asked (order_by=tokens) and gives each user's share.
+    topUserShare: leader ? n(leader.share) : 0,
+    topUser: leader ? leader.user_name : null,
     costPerBedrockRequest: bedrock ? cost / bedrock : 0,
   };
 }
@@ -73,7 +75,7 @@ export function series(buckets: UsageBucket[]): SeriesPoint[] {
         input: n(b.input_tokens),
         output: n(b.output_tokens),
         requests,
-        plan: b.plan_requests !== undefined ? n(b.plan_requests) : Math.max(0, requests - bedrock),
+        plan: n(b.plan_requests),
         bedrock,
         cost: n(b.cost_usd),
         cumulativeTokens: tokens,
@@ -101,4 +103,33 @@ export function costByModelSeries(perModel: { model: string; report: UsageReport
 /** What cache reads saved: tokens read from cache priced at the input rate minus what they cost. */
 export function cacheSavings(readTokens: number, inputPricePerMTok: number, readPricePerMTok: number): number {
   return (readTokens * (inputPricePerMTok - readPricePerMTok)) / 1_000_000;
+}
+
+/**
+ * The price row for a requested model: an exact name, else the longest price name the
+ * model starts with (`claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`); among
+ * rows of that name the latest effective date not after `on`, region `*` preferred.
+ */
+export function priceFor(model: string, prices: Price[], on: string = new Date().toISOString().slice(0, 10)): Price | null {
+  const names = [...new Set(prices.map((p) => p.model))].filter((name) => model === name || model.startsWith(name));
+  if (!names.length) return null;
+  const name = names.sort((a, b) => b.length - a.length)[0];
+  const rows = prices
+    .filter((p) => p.model === name && p.effective_date <= on)
+    .sort((a, b) => (a.effective_date === b.effective_date ? Number(b.region === "*") - Number(a.region === "*") : b.effective_date.localeCompare(a.effective_date)));
+  return rows[0] ?? null;
+}
+
+/** Per model and in total, what Bedrock cache reads saved against paying the input rate. */
+export function savingsByModel(byModel: ModelCost[], prices: Price[]): { model: string; readTokens: number; saved: number; priced: boolean }[] {
+  return byModel.map((m) => {
+    const price = priceFor(m.model, prices);
+    const readTokens = n(m.cache_read_input_tokens);
+    return {
+      model: m.model,
+      readTokens,
+      saved: price ? cacheSavings(readTokens, n(price.input), n(price.cache_read)) : 0,
+      priced: price !== null,
+    };
+  });
 }

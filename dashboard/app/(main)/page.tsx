@@ -7,7 +7,7 @@ import { Empty, ErrorState, Loading, PageTitle, Panel, StatCard } from "@/compon
 import { UserSelect } from "@/components/UserSelect";
 import type { UsageQuery } from "@/lib/api";
 import { browserZone, formatCompact, formatMoney, formatPercent, formatTokens } from "@/lib/format";
-import { cards, costByModelSeries, series, totalTokens } from "@/lib/report";
+import { cards, costByModelSeries, series } from "@/lib/report";
 import { useSession } from "@/lib/session";
 import { useLoad } from "@/lib/useLoad";
 
@@ -15,10 +15,10 @@ export default function OverviewPage() {
   const { client } = useSession();
   const { preset, range, setPreset, setRange } = useRange("30d");
   const [user, setUser] = useState("");
-  const q: UsageQuery = { start: range.start.toISOString(), end: range.end.toISOString(), bucket: range.bucket, user: user || undefined };
+  const q: UsageQuery = { start: range.start.toISOString(), end: range.end.toISOString(), granularity: range.bucket, user: user || undefined };
 
   const state = useLoad(async () => {
-    const [report, top] = await Promise.all([client.usage(q), client.topUsers({ ...q, limit: 10 })]);
+    const [report, top] = await Promise.all([client.usage(q), client.topUsers({ start: q.start, end: q.end, order_by: "tokens", limit: 10 })]);
     // Cost by model over time: one report per model with a cost (the top six).
     const models = report.by_model
       .filter((m) => Number(m.cost_usd) > 0)
@@ -87,17 +87,17 @@ function Body({ data, bucket }: { data: { report: import("@/lib/api").UsageRepor
         <Panel title="Plan vs Bedrock requests">
           <ProviderChart data={points} bucket={bucket} />
         </Panel>
-        <Panel title="Top users (tokens)">
+        <Panel title="Top users (input + output tokens, all users)">
           {data.top.length === 0 ? (
             <Empty>No users in this range.</Empty>
           ) : (
             <>
-              <HorizontalBars data={data.top.map((u) => ({ name: u.user, value: totalTokens(u) }))} valueLabel="tokens" />
+              <HorizontalBars data={data.top.map((u) => ({ name: u.user_name, value: u.input_tokens + u.output_tokens }))} valueLabel="tokens" />
               <ul className="mt-2 flex flex-wrap gap-x-3 gap-y-1 text-sm">
                 {data.top.map((u) => (
                   <li key={u.user_id}>
                     <Link className="text-indigo-700 hover:underline" href={`/users/view/?id=${u.user_id}`}>
-                      {u.user}
+                      {u.user_name}
                     </Link>
                   </li>
                 ))}
