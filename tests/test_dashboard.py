@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -214,3 +217,25 @@ async def test_the_gateway_serves_the_real_export_outside_the_anthropic_error_sh
     async with http.get(f"{gateway.url}/v1/nothing-here") as r:  # the relay keeps its shape
         assert r.status == 404
         assert (await r.json())["type"] == "error"
+
+
+# --- the dashboard's own unit tests (formatting, ranges, report arithmetic, API client) ---
+
+
+def test_the_dashboard_unit_tests_pass_under_node() -> None:
+    if shutil.which("node") is None or not (DASHBOARD / "node_modules" / "tsx").is_dir():
+        pytest.fail("node or dashboard/node_modules is missing: run `npm ci --prefix dashboard` (tests/run.sh does)")
+    tests = sorted(str(p.relative_to(DASHBOARD)) for p in (DASHBOARD / "test").glob("*.test.ts"))
+    assert len(tests) >= 4
+    done = subprocess.run(
+        ["node", "--import", "tsx", "--test", *tests],
+        cwd=DASHBOARD,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TZ": "UTC"},
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "# fail 0" in done.stdout
+    passed = int(done.stdout.rsplit("# pass ", 1)[1].split()[0])
+    assert passed >= 25, done.stdout[-2000:]
