@@ -276,7 +276,8 @@ async def prometheus(request: web.Request) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error the gateway produces in Anthropic's shape (SPEC §2)."""
     if len(request.match_info.apps) > 1:
-        # A sub-application (the dashboard) is not the relay: it keeps its own answers.
+        # A sub-application (the admin API, the dashboard) is not the relay: it renders its
+        # own answers and errors.
         return await handler(request)
     try:
         return await handler(request)
@@ -319,5 +320,11 @@ def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Applic
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)
+    # The admin API: its own sub-app (JWT, its own error shape) and its jobs (the env
+    # bootstrap admin, the revoker ending rotated keys' grace periods), after the state.
+    from gateway.admin import app as admin_app  # it imports this module's app keys
+
+    app.cleanup_ctx.append(admin_app.jobs_ctx)
+    app.add_subapp("/admin", admin_app.create(config))
     gateway.dashboard.mount(app)
     return app
