@@ -119,6 +119,12 @@ test("1b. an expired or revoked token lands on login with a message, not a blank
 });
 
 test("2. the overview's cards show the admin API's numbers for the same range", async () => {
+  await page.getByTestId("card-requests").or(page.locator("main [role=alert]")).first().waitFor();
+  assert.deepEqual(await page.locator("main [role=alert]").allInnerTexts(), [], "the overview loads without an error");
+  // 30D is the default: go to 7D and back, and catch the page's own calls for 30D.
+  const sevenDays = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model"));
+  await page.getByRole("button", { name: "7D", exact: true }).click();
+  assert.equal(new URL((await sevenDays).url()).searchParams.get("granularity"), "hour", "7D is shown by hour");
   const usageCall = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model"));
   const topCall = nextResponse(page, (u) => u.pathname === "/admin/usage/top-users");
   await page.getByRole("button", { name: "30D", exact: true }).click();
@@ -290,7 +296,8 @@ test("8. a viewer sees every page and no write control; the server refuses a vie
     const labels = await p.getByRole("button").allInnerTexts();
     const writes = labels.map((l) => l.trim()).filter((l) => WRITE_CONTROLS.test(l));
     assert.deepEqual(writes, [], `no write control on ${path}`);
-    assert.equal(await p.locator("[role=alert]").count(), 0, `no error on ${path}`);
+    const alerts = await p.locator("main [role=alert]").allInnerTexts();
+    assert.deepEqual(alerts, [], `no error on ${path}`);
   }
   const viewerToken = (await p.evaluate(() => window.localStorage.getItem("ccproxy.session"))) ?? "";
   const r = await fetch(`${BASE}/admin/users`, { method: "POST", headers: { authorization: `Bearer ${viewerToken}`, "content-type": "application/json" }, body: JSON.stringify({ name: "viewer-made" }) });
