@@ -10,20 +10,6 @@
 # `ccproxy` is on PATH and `gateway` is imported from /app/gateway, next to /app/sql and
 # /app/migrations. The runtime stage copies /opt/venv and /app to the same paths.
 
-# --- Dashboard build stage (placeholder) -------------------------------------------------
-# The Next.js dashboard (SPEC §8, static export) will be built here by a later issue:
-#
-#   FROM node:20-slim AS dashboard
-#   WORKDIR /dashboard
-#   COPY dashboard/package.json dashboard/package-lock.json ./
-#   RUN npm ci
-#   COPY dashboard/ ./
-#   RUN npm run build                       # static export into /dashboard/out
-#
-# and the runtime stage will add:
-#
-#   COPY --from=dashboard /dashboard/out /app/dashboard/out
-
 # --- Python build stage -------------------------------------------------------------------
 FROM python:3.11-slim AS build
 
@@ -49,6 +35,17 @@ COPY migrations/ migrations/
 RUN pip install --no-cache-dir --no-deps -e . \
     && test -d /app/sql && test -d /app/migrations
 
+# --- Dashboard build stage ---------------------------------------------------------------
+# The Next.js dashboard (SPEC §8) as a static export. The repository also commits the
+# export (dashboard/out, kept current by a test); the image builds its own from source.
+FROM node:20-slim AS dashboard
+ENV NEXT_TELEMETRY_DISABLED=1
+WORKDIR /dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard/ ./
+RUN npm run build
+
 # --- Runtime stage --------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
 
@@ -63,6 +60,8 @@ RUN groupadd --system --gid 10001 ccproxy \
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
+# Where gateway.dashboard.export_dir() looks: next to the package.
+COPY --from=dashboard /dashboard/out /app/dashboard/out
 
 # The code stays root-owned (read-only to the gateway); only the data directory is
 # writable: usage journal while the database is away, embedded PostgreSQL when no

@@ -20,7 +20,7 @@ let browser: Browser;
 async function settle(p: Page) {
   await p.waitForLoadState("networkidle");
   await p.locator("[role=status].animate-pulse").first().waitFor({ state: "detached", timeout: 10_000 }).catch(() => undefined);
-  await p.waitForTimeout(1600); // recharts' entry animation
+  await p.waitForTimeout(300); // layout settles (charts draw without animation)
 }
 
 before(async () => {

@@ -80,3 +80,10 @@ export function formatBucket(iso: string, bucket: string, timeZone?: string): st
 export function browserZone(): string {
   return Intl.DateTimeFormat().resolvedOptions().timeZone;
 }
+
+/** Money on a chart axis: "$0.25", "$12", "$1.2K". */
+export function formatMoneyAxis(value: number): string {
+  const abs = Math.abs(value);
+  if (abs >= 1000) return `$${compact.format(value)}`;
+  return `$${value.toFixed(abs < 10 && value !== 0 ? 2 : 0)}`;
+}

@@ -53,3 +53,11 @@ test("chart axes show the time for hour buckets and the day for day buckets", ()
   assert.equal(formatBucket("2026-12-01T00:00:00Z", "day", "UTC"), "Dec 01");
   assert.equal(formatBucket("2026-12-01T00:00:00Z", "month", "UTC"), "Dec 2026");
 });
+
+test("money on chart axes keeps cents below $10 and goes compact from $1,000", async () => {
+  const { formatMoneyAxis } = await import("../lib/format.ts");
+  assert.equal(formatMoneyAxis(0), "$0");
+  assert.equal(formatMoneyAxis(0.25), "$0.25");
+  assert.equal(formatMoneyAxis(12), "$12");
+  assert.equal(formatMoneyAxis(1500), "$1.5K");
+});

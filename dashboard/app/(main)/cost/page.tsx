@@ -61,6 +61,7 @@ export default function CostPage() {
                 <Panel title="Cumulative tokens and cost">
                   <CumulativeChart data={series(report.buckets)} bucket={report.granularity} />
                 </Panel>
+                <div className="xl:col-span-2">
                 <Panel title="By model">
                   <Table head={["Model", "Requests", "Cache read", "Saved", "Cost"]}>
                     {report.by_model.map((m, i) => (
@@ -74,6 +75,7 @@ export default function CostPage() {
                     ))}
                   </Table>
                 </Panel>
+                </div>
               </div>
             </>
           );
