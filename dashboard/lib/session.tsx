@@ -5,7 +5,7 @@
 
 import { useRouter } from "next/navigation";
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from "react";
-import { ApiClient, type Me } from "./api";
+import { ApiClient, ApiError, type Me } from "./api";
 
 const TOKEN_KEY = "ccproxy.session";
 
@@ -68,7 +68,11 @@ export function SessionProvider({ children }: { children: ReactNode }) {
     client
       .me()
       .then(setMe)
-      .catch((e: unknown) => setFailure(e instanceof Error ? e.message : String(e)));
+      .catch((e: unknown) => {
+        // A 401 is already on its way back to the login page (onUnauthorized).
+        if (e instanceof ApiError && e.status === 401) return;
+        setFailure(e instanceof Error ? e.message : String(e));
+      });
   }, [client, signOut]);
 
   if (failure) {

@@ -58,7 +58,9 @@ export default function AuditPage() {
                   <Td>{a.actor} <Badge>{a.actor_kind}</Badge></Td>
                   <Td className="font-mono text-xs">{a.action}</Td>
                   <Td>{a.target_type}{a.target_id ? ` ${a.target_id}` : ""}</Td>
-                  <Td className="max-w-xs truncate font-mono text-xs" >{Object.keys(a.changes).length ? JSON.stringify(a.changes) : "—"}</Td>
+                  <Td className="max-w-xs truncate font-mono text-xs">
+                    <span title={JSON.stringify(a.changes)}>{Object.keys(a.changes).length ? JSON.stringify(a.changes) : "—"}</span>
+                  </Td>
                   <Td>{a.client_address ?? "—"}</Td>
                 </tr>
               ))}
