@@ -86,8 +86,15 @@ def query_time(request: web.Request, name: str, report_tz: str) -> dt.datetime |
     return usage_reports.parse_moment(raw, zoneinfo.ZoneInfo(report_tz), name)
 
 
+MAX_BODY = 1024 * 1024  # admin bodies are small; the relay's own limit is far larger
+
+
 async def body(request: web.Request, cls: type[T], *, optional: bool = False) -> T:
+    if (request.content_length or 0) > MAX_BODY:
+        raise errors.RequestTooLarge(f"the request body is larger than {MAX_BODY} bytes")
     data = await request.read()
+    if len(data) > MAX_BODY:
+        raise errors.RequestTooLarge(f"the request body is larger than {MAX_BODY} bytes")
     if optional and not data.strip():
         return msgspec.convert({}, cls)
     return decoding.json_body(data, cls)
