@@ -210,7 +210,7 @@ async def test_rollups_bucket_by_local_time_in_a_non_utc_reporting_zone(
                 request_id=usage.new_request_id(),
                 created_at=at.astimezone(dt.UTC),
                 user_id=user_id,
-                access_key_id=issued["id"],
+                access_key_id=issued.id,
                 endpoint="messages",
                 provider="bedrock",
                 is_fallback=True,
