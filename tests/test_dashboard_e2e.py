@@ -21,7 +21,7 @@ import aiohttp
 import bcrypt
 import pytest
 
-from gateway import admins, audit, usage
+from gateway import admins, audit, server, usage
 from tests.conftest import Gateway
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,6 +146,11 @@ async def seeded(gateway_factory: Any, fake: Any, http: aiohttp.ClientSession) -
     async with gw.database.acquire() as conn:
         for start in range(0, len(events), 500):
             await usage.write_batch(conn, events[start : start + 500], gw.config.report_tz)
+    # dave's plan circuit is open (three rate limits in the window), for the circuits page.
+    circuits = gw.app[server.CIRCUITS]
+    for _ in range(3):
+        circuits.record_failure(made["dave"][1], "rate_limit")
+    await circuits.drain()
     yield Seeded(gw, {n: ids[0] for n, ids in made.items()}, len(events))
 
 
@@ -180,6 +185,7 @@ def _env(seeded: Seeded, artifacts: Path) -> dict[str, str]:
         "E2E_VIEWER_USER": VIEWER_USER,
         "E2E_VIEWER_PASSWORD": VIEWER_PASSWORD,
         "E2E_SEEDED_USER": SEEDED_USER,
+        "E2E_OPEN_CIRCUIT_USER": "dave",
         "E2E_ARTIFACTS": str(artifacts),
         "CHROMIUM_PATH": _tool("chromium", "tests/run.sh installs Debian's chromium package"),
         "TZ": "UTC",

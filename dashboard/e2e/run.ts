@@ -304,3 +304,15 @@ test("8. a viewer sees every page and no write control; the server refuses a vie
   assert.equal(r.status, 403);
   await ctx.close();
 });
+
+test("9. the open circuit is listed, and reset closes it", async () => {
+  await page.goto(`${BASE}/dashboard/circuits/`);
+  const row = page.getByTestId("circuit-row").filter({ hasText: env("E2E_OPEN_CIRCUIT_USER") });
+  await row.waitFor();
+  assert.match(await row.innerText(), /open/);
+  assert.match(await row.innerText(), /rate_limit/);
+  await row.getByRole("button", { name: "Reset" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Reset" }).click();
+  await page.getByText("Every circuit is closed").waitFor();
+  assert.equal((await api<ListPage<unknown>>("/admin/circuits")).total, 0);
+});
