@@ -112,6 +112,17 @@ async def test_hashed_assets_are_cached_for_a_year_and_html_is_revalidated(
         assert r.headers["Cache-Control"] == "no-cache"
 
 
+async def test_no_cache_html_revalidates_with_a_304(site: str, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{site}/dashboard/") as r:
+        etag = r.headers["ETag"]
+    async with http.get(f"{site}/dashboard/", headers={"If-None-Match": etag}) as r:
+        assert r.status == 304
+        assert await r.read() == b""
+    async with http.head(f"{site}/dashboard/users/") as r:
+        assert r.status == 200
+        assert r.headers["Cache-Control"] == "no-cache"
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
