@@ -8,19 +8,17 @@
 # gateway/_shipped/; gateway/resources.py finds them), so the runtime stage needs only
 # /opt/venv: no source tree, no editable install.
 
-# --- Dashboard build stage (placeholder) -------------------------------------------------
-# The Next.js dashboard (SPEC §8, static export) will be built here by a later issue:
-#
-#   FROM node:20-slim AS dashboard
-#   WORKDIR /dashboard
-#   COPY dashboard/package.json dashboard/package-lock.json ./
-#   RUN npm ci
-#   COPY dashboard/ ./
-#   RUN npm run build                       # static export into /dashboard/out
-#
-# and the build stage will add, before the wheel is built (so the wheel carries it):
-#
-#   COPY --from=dashboard /dashboard/out /src/dashboard/out
+# --- Dashboard build stage ---------------------------------------------------------------
+# The Next.js dashboard (SPEC §8) as a static export. The repository also commits the
+# export (dashboard/out, kept current by a test); the image builds its own from source,
+# and the Python build stage copies it in before the wheel is built, so the wheel carries it.
+FROM node:20-slim AS dashboard
+ENV NEXT_TELEMETRY_DISABLED=1
+WORKDIR /dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard/ ./
+RUN npm run build
 
 # --- Python build stage -------------------------------------------------------------------
 FROM python:3.11-slim AS build
@@ -43,6 +41,7 @@ RUN pip install --no-cache-dir .
 # The whole build context (.dockerignore keeps tests, infra and local state out), then the
 # wheel, installed over the dependency-only install of the same version.
 COPY . ./
+COPY --from=dashboard /dashboard/out dashboard/out
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && pip install --no-cache-dir --no-deps --force-reinstall /wheels/claudecodeproxy-*.whl \
     && python -c "import gateway.db as d; assert d.SQL_DIR.is_dir() and d.MIGRATIONS_DIR.is_dir(), d.SQL_DIR"

@@ -43,7 +43,7 @@ def openapi_spec() -> Path:
     return _located("docs/openapi.yaml")
 
 
-def dashboard_export() -> Path | None:
-    """The dashboard's static export (`dashboard/out/`), or None when it was not built."""
-    path = _located("dashboard/out")
-    return path if path.is_dir() else None
+def dashboard_export() -> Path:
+    """The dashboard's static export (`dashboard/out/`; may be missing where it was not
+    built: the dashboard then answers 503 saying how to build it)."""
+    return _located("dashboard/out")

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 
 from gateway import (
     circuit,
+    dashboard,
     db,
     envelope,
     errors,
@@ -333,6 +334,10 @@ async def prometheus(request: web.Request) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error the gateway produces in Anthropic's shape (SPEC §2)."""
+    if len(request.match_info.apps) > 1:
+        # A sub-application (the admin API, the dashboard) is not the relay: it renders its
+        # own answers and errors.
+        return await handler(request)
     try:
         return await handler(request)
     except errors.GatewayError as exc:
@@ -383,4 +388,5 @@ def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Applic
 
     app.cleanup_ctx.append(admin_app.jobs_ctx)
     app.add_subapp("/admin", admin_app.create(config))
+    dashboard.mount(app)
     return app

@@ -58,8 +58,9 @@ def test_hadolint_reports_no_errors_or_warnings():
 
 def test_build_is_multi_stage_on_python_311_slim():
     froms = [rest for keyword, rest in instructions() if keyword == "FROM"]
-    assert len(froms) >= 2
-    assert all(f.startswith("python:3.11-slim") for f in froms)
+    python = [f for f in froms if not re.search(r"\bAS dashboard\b", f, re.IGNORECASE)]
+    assert len(python) >= 2
+    assert all(f.startswith("python:3.11-slim") for f in python)
     assert any(re.search(r"\bAS build\b", f, re.IGNORECASE) for f in froms)
 
 
@@ -75,7 +76,7 @@ def test_runtime_stage_copies_only_the_venv_from_the_build_stage():
 
 
 def test_build_stage_installs_a_wheel_not_an_editable_checkout():
-    build = stages()[0]
+    [build] = [stage for stage in stages() if stage[0][1].endswith(" AS build")]
     runs = " ".join(rest for keyword, rest in build if keyword == "RUN")
     assert "pip wheel" in runs and "/wheels/claudecodeproxy-*.whl" in runs
     assert " -e " not in runs and "--editable" not in runs
@@ -102,8 +103,16 @@ def test_default_command_serves_on_all_interfaces_port_8000():
     assert json.loads(cmds[-1]) == ["ccproxy", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 
-def test_dashboard_stage_placeholder_is_documented():
-    assert re.search(r"#\s*FROM node:\S+ AS dashboard", DOCKERFILE.read_text())
+def test_a_node_stage_builds_the_dashboard_export_and_the_wheel_carries_it():
+    dashboard = next(s for s in stages() if re.search(r"\bAS dashboard\b", s[0][1], re.IGNORECASE))
+    assert dashboard[0][1].startswith("node:20")
+    runs = [rest for keyword, rest in dashboard if keyword == "RUN"]
+    assert any(r.startswith("npm ci") for r in runs)
+    assert "npm run build" in runs
+    # Copied into the source tree before the wheel is built, so the installed package has it.
+    [build] = [stage for stage in stages() if stage[0][1].endswith(" AS build")]
+    copy = build.index(("COPY", "--from=dashboard /dashboard/out dashboard/out"))
+    assert copy < next(i for i, (keyword, rest) in enumerate(build) if keyword == "RUN" and "pip wheel" in rest)
 
 
 def test_dockerignore_keeps_the_context_small():

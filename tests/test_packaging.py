@@ -116,6 +116,11 @@ async def test_the_wheel_installed_in_a_fresh_virtualenv_serves_a_request(
         assert status == 200, answer
         assert orjson.loads(answer)["content"][0]["text"] == TEXT
         recent = _eventually_recent(ccproxy, elsewhere, env)
+        # The dashboard and the admin API's document come from the wheel too, not the checkout.
+        status, page = _get(port, "/dashboard/")
+        assert status == 200 and b"<html" in page.lower(), page[:200]
+        status, spec = _get(port, "/admin/openapi.yaml")
+        assert status == 200 and spec.startswith(b"openapi:"), spec[:200]
         print(f"\nwheel: {wheel.name}\ninstalled: {package_file}\nqueries: {sql_dir}\nserved: 200, usage row: {recent}")
     finally:
         serve.terminate()

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import admins, db, decoding, errors, keys, server
+from gateway import admins, db, decoding, errors, keys, resources, server
 from gateway.admin import audit_log, auth, circuits, http, pricing, teams, usage, users
 from gateway.admin import keys as key_handlers
 from gateway.config import Config
@@ -25,8 +25,8 @@ CATCH_ALL = web.AppKey("admin_catch_all", web.AbstractResource)
 
 
 def openapi_path() -> Path:
-    """Where docs/openapi.yaml is read from (the one place packaging has to redirect)."""
-    return Path(__file__).resolve().parent.parent.parent / "docs" / "openapi.yaml"
+    """Where docs/openapi.yaml is read from: the checkout's, or the wheel's copy."""
+    return resources.openapi_spec()
 
 
 def _error(
