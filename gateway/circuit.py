@@ -10,11 +10,13 @@ in background tasks: the request that failed is already on its way to Bedrock.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
+import msgspec
 import structlog
 
-from gateway import db, errors, log
+from gateway import audit, db, errors, log, paging
 
 logger = structlog.get_logger("gateway.circuit")
 
@@ -176,14 +178,36 @@ class Circuits:
 # --- services for the CLI and the admin API --------------------------------------------------
 
 
-async def list_states(database: db.Database) -> list[dict[str, Any]]:
+class CircuitState(msgspec.Struct):
+    access_key_id: int
+    prefix: str
+    user_name: str
+    state: str
+    failures: int
+    opened_at: dt.datetime | None
+    probe_started_at: dt.datetime | None
+    last_error_class: str | None
+    updated_at: dt.datetime
+
+
+class CircuitReset(msgspec.Struct):
+    access_key_id: int
+    state: str
+
+
+async def list_states(
+    database: db.Database, limit: int = paging.DEFAULT_LIMIT, offset: int = 0
+) -> paging.Page[CircuitState]:
     """Keys whose circuit is open or half-open."""
-    rows = await database.fetch("list-circuit-states")
-    return [{**db.record_dict(r), "prefix": r["prefix"] + "…"} for r in rows if r["state"] != "closed"]
+    rows, total = await paging.fetch(database, "list-open-circuits", (), limit, offset)
+    return paging.Page(items=[db.as_struct(CircuitState, r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-async def reset(database: db.Database, key_id: int) -> dict[str, Any]:
-    row = await database.fetchrow("close-circuit", key_id)
-    if row is None:
-        raise errors.NotFound(f"access key {key_id} has no open circuit")
-    return {"access_key_id": key_id, "state": "closed"}
+async def reset(database: db.Database, actor: audit.Actor, key_id: int) -> CircuitReset:
+    async with database.transaction() as conn:
+        if await conn.fetchrow(db.q("close-circuit"), key_id) is None:
+            if await conn.fetchrow(db.q("get-key"), key_id) is None:
+                raise errors.NotFound(f"no access key with id {key_id}")
+            raise errors.Conflict(f"access key {key_id} has no open circuit")
+        await audit.record(conn, actor, "circuit.reset", "access_key", key_id, {"state": "closed"})
+    return CircuitReset(access_key_id=key_id, state="closed")

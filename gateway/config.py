@@ -8,6 +8,7 @@ package reads `os.environ`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import zoneinfo
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -97,6 +98,21 @@ def _database_url(raw: str) -> str | None:
     if urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise ValueError("must be a postgresql:// URL")
     return raw
+
+
+def _jwt_secret(raw: str) -> str | None:
+    if raw and len(raw) < 32:
+        raise ValueError("must be at least 32 characters")
+    return raw or None
+
+
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+
+
+def _bcrypt_hash(raw: str) -> str | None:
+    if raw and not _BCRYPT.match(raw):
+        raise ValueError("must be a bcrypt hash ($2b$12$…)")
+    return raw or None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,6 +305,41 @@ SETTINGS: tuple[Setting, ...] = (
         _optional_str,
         "KMS key for Bedrock-key envelope encryption; empty uses a master key file.",
     ),
+    # --- the admin API (SPEC §7) ---
+    Setting(
+        "jwt_secret",
+        "",
+        _jwt_secret,
+        "HS256 secret signing admin tokens (32+ characters); empty generates one into the data directory.",
+        secret=True,
+    ),
+    Setting("jwt_ttl_seconds", "86400", _int_range(60, 30 * 86400), "Lifetime of an admin token (seconds)."),
+    Setting(
+        "key_rotation_grace_seconds",
+        "300",
+        _float_range(0, 7 * 86400),
+        "Seconds a rotated access key keeps working before it is revoked.",
+    ),
+    Setting(
+        "login_max_failures",
+        "5",
+        _int_range(1, 1000),
+        "Failed admin logins per username or client address before logins are refused for the window.",
+    ),
+    Setting(
+        "login_window_seconds",
+        "300",
+        _float_range(1, 86400),
+        "Window (seconds) in which failed admin logins are counted.",
+    ),
+    Setting("admin_username", "", _optional_str, "Bootstrap admin (role admin) created or updated at start-up."),
+    Setting(
+        "admin_password_hash",
+        "",
+        _bcrypt_hash,
+        "bcrypt hash of the bootstrap admin's password (`$2b$…`).",
+        secret=True,
+    ),
 )
 
 
@@ -332,6 +383,13 @@ class Config:
     bedrock_strip_fields: tuple[str, ...]
     bedrock_timeout: float
     kms_key_id: str | None
+    jwt_secret: str | None
+    jwt_ttl_seconds: int
+    key_rotation_grace_seconds: float
+    login_max_failures: int
+    login_window_seconds: float
+    admin_username: str | None
+    admin_password_hash: str | None
 
     @property
     def data_path(self) -> Path:
@@ -358,8 +416,6 @@ def load(environ: Mapping[str, str], *, resolve_secret: SecretResolver = _resolv
     """Build the config from an environment mapping; raise ConfigError naming the setting."""
     known = {s.env for s in SETTINGS}
     unknown = sorted(k for k in environ if k.startswith("CCPROXY_") and k not in known)
-    # Admin settings arrive with later issues; accept their names so deployments can set them.
-    unknown = [k for k in unknown if not k.startswith(("CCPROXY_ADMIN_", "CCPROXY_JWT_"))]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting (known: see README settings table)")
     values: dict[str, Any] = {}
@@ -378,4 +434,6 @@ def load(environ: Mapping[str, str], *, resolve_secret: SecretResolver = _resolv
     config = Config(**values)
     if config.db_pool_timeout <= 0:
         raise ConfigError("CCPROXY_DB_POOL_TIMEOUT: must be positive")
+    if (config.admin_username is None) != (config.admin_password_hash is None):
+        raise ConfigError("CCPROXY_ADMIN_USERNAME and CCPROXY_ADMIN_PASSWORD_HASH: set both or neither")
     return config

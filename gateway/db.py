@@ -9,15 +9,17 @@ query by name (`db.q("get-key-context")`), so no SQL text lives in Python.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 import orjson
 import structlog
 
@@ -31,6 +33,8 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$")
 _VALID_NAME = re.compile(r"^[a-z]+(-[a-z0-9]+)+$")
 
 _queries: dict[str, str] = {}
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class QueryFileError(RuntimeError):
@@ -226,6 +230,13 @@ class Database:
         async with self.acquire() as conn:
             return await conn.execute(q(name), *args)
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """One connection inside one transaction: how every service write runs, so the
+        change and its audit row commit (or roll back) together."""
+        async with self.acquire() as conn, conn.transaction():
+            yield conn
+
     async def recycle_forever(self, every: float) -> None:
         """asyncpg has no age-based recycling; expiring all connections every `every`
         seconds replaces each one on its next acquire, which is what pool_recycle means."""
@@ -295,3 +306,9 @@ async def listen_forever(
 
 if __name__ == "__main__":  # the child of migrate_out_of_process
     sys.stdout.write(orjson.dumps(migrate(sys.stdin.read().strip())).decode())
+
+
+def as_struct(cls: type[S], record: Mapping[str, Any]) -> S:
+    """A msgspec Struct from the record's columns of the same names (extra columns,
+    such as a page's `total`, are ignored)."""
+    return cls(**{name: record[name] for name in cls.__struct_fields__})

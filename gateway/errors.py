@@ -144,3 +144,22 @@ class FallbackAccessDenied(UpstreamError):
             f"the gateway's operator must fix this ({message}).",
             headers=headers,
         )
+
+
+# --- the service layer's refusals (CLI and admin API; never on the relay path) -------
+
+
+class ValidationFailed(InvalidRequest):
+    """A service argument is invalid; `field` names it (the admin API answers 422)."""
+
+    status = 422
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Conflict(ClientError):
+    """A duplicate name, or an object whose state forbids the change (409)."""
+
+    status = 409

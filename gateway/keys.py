@@ -1,5 +1,6 @@
-"""Access keys: issue, list, revoke (the service the CLI and admin API share), and the
-in-memory cache the request path reads, kept true by PostgreSQL LISTEN/NOTIFY.
+"""Access keys: issue, list, update, revoke, rotate and Bedrock-key registration (the
+service the CLI and admin API share), and the in-memory cache the request path reads,
+kept true by PostgreSQL LISTEN/NOTIFY.
 
 A key is `ak_` + 32 random bytes in URL-safe base64. Only HMAC-SHA256(server secret, key)
 is stored; the full key is shown once, at issue.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import os
@@ -18,12 +20,13 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
+from msgspec import UNSET, UnsetType
 
-from gateway import db, envelope, errors
+from gateway import audit, db, envelope, errors, paging
 
 KEY_PREFIX = "ak_"
 KEY_BYTES = 32
@@ -47,11 +50,12 @@ def display_prefix(key: str) -> str:
     return key[:9]
 
 
-def load_secret(configured: str | None, data_path: Path) -> bytes:
-    """The HMAC secret: the configured one, else one generated once into the data dir."""
+def load_secret(configured: str | None, data_path: Path, file_name: str = "key_hash_secret") -> bytes:
+    """A server secret (the key-hash HMAC secret; the admin JWT secret): the configured
+    one, else one generated once into the data dir."""
     if configured:
         return configured.encode()
-    path = data_path / "key_hash_secret"
+    path = data_path / file_name
     if not path.exists():
         data_path.mkdir(parents=True, exist_ok=True)
         fresh = secrets.token_urlsafe(48).encode()
@@ -81,47 +85,206 @@ class KeyHasher:
 # --- the service: what the CLI and the admin API call ----------------------------------
 
 
-async def issue(
-    database: db.Database,
-    hasher: KeyHasher,
-    user_name: str,
-    *,
-    bedrock_region: str | None = None,
-    bedrock_model: str | None = None,
-) -> dict[str, Any]:
-    """Issue a key for an active user; the returned dict holds the full key (shown once)."""
-    user = await database.fetchrow("get-user-by-name", user_name)
-    if user is None:
-        raise errors.NotFound(f"no user named {user_name!r}")
-    if user["status"] != "active":
-        raise errors.InvalidRequest(f"user {user_name!r} is {user['status']}; keys need an active user")
-    key = generate()
-    row = await database.fetchrow(
-        "insert-key", user["id"], hasher.digest(key), display_prefix(key), bedrock_region, bedrock_model
-    )
-    assert row is not None
-    result = db.record_dict(row)
-    result["key"] = key
-    result["user"] = user["name"]
-    return result
+class AccessKey(msgspec.Struct):
+    """A key as the faces show it: never the key itself, only its prefix (`ak_` + 6)."""
+
+    id: int
+    user_id: int
+    user_name: str
+    prefix: str
+    status: str
+    bedrock_region: str | None
+    bedrock_model: str | None
+    bedrock_default_credentials: bool
+    bedrock_key_registered: bool
+    rpm_limit: int | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    replaced_by: int | None
 
 
-async def list_for_user(database: db.Database, user_name: str) -> list[dict[str, Any]]:
-    user = await database.fetchrow("get-user-by-name", user_name)
-    if user is None:
-        raise errors.NotFound(f"no user named {user_name!r}")
-    rows = await database.fetch("list-keys-for-user", user["id"])
-    return [{**db.record_dict(r), "prefix": r["prefix"] + "…"} for r in rows]
+class IssuedKey(AccessKey):
+    """The one answer that carries the raw key (issue); nothing stores it."""
+
+    raw_key: str
 
 
-async def revoke(database: db.Database, key_id: int) -> dict[str, Any]:
+class RotatedKey(IssuedKey):
+    replaces: int
+    old_key_expires_at: dt.datetime
+
+
+class KeyIssue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    bedrock_region: str | None = None
+    bedrock_model: str | None = None
+    rpm_limit: int | None = None
+
+
+class KeyUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fields left UNSET stay; None resets region/model to the defaults, removes the rpm limit."""
+
+    bedrock_region: str | UnsetType | None = UNSET
+    bedrock_model: str | UnsetType | None = UNSET
+    bedrock_default_credentials: bool | UnsetType = UNSET
+    rpm_limit: int | UnsetType | None = UNSET
+
+
+class BedrockKeyState(msgspec.Struct):
+    access_key_id: int
+    registered: bool
+
+
+def _region(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value) > 50 or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", value.strip()):
+        raise errors.ValidationFailed("bedrock_region", f"{value!r} is not an AWS region such as 'eu-west-1'")
+    return value.strip()
+
+
+def _model(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value) > 300 or any(c.isspace() for c in value.strip()):
+        raise errors.ValidationFailed("bedrock_model", "a Bedrock model id is up to 300 characters without spaces")
+    return value.strip()
+
+
+def _rpm(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= 1_000_000:
+        raise errors.ValidationFailed("rpm_limit", "the rpm limit is 1 to 1000000 requests per minute (or none)")
+    return value
+
+
+async def get(database: db.Database, key_id: int) -> AccessKey:
     row = await database.fetchrow("get-key", key_id)
     if row is None:
         raise errors.NotFound(f"no access key with id {key_id}")
-    if row["status"] == "revoked":
-        raise errors.InvalidRequest(f"access key {key_id} is already revoked")
-    await database.execute("revoke-key", key_id)
-    return {"id": key_id, "status": "revoked", "prefix": row["prefix"] + "…"}
+    return db.as_struct(AccessKey, row)
+
+
+async def list_for_user(
+    database: db.Database, user_id: int, limit: int = paging.DEFAULT_LIMIT, offset: int = 0
+) -> paging.Page[AccessKey]:
+    if await database.fetchrow("get-user", user_id) is None:
+        raise errors.NotFound(f"no user with id {user_id}")
+    rows, total = await paging.fetch(database, "list-keys-for-user", (user_id,), limit, offset)
+    return paging.Page(items=[db.as_struct(AccessKey, r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+async def _insert(
+    conn: asyncpg.Connection,
+    hasher: KeyHasher,
+    user_id: int,
+    region: str | None,
+    model: str | None,
+    rpm_limit: int | None,
+    default_credentials: bool,
+) -> tuple[int, str]:
+    key = generate()
+    key_id = await conn.fetchval(
+        db.q("insert-key"),
+        user_id,
+        hasher.digest(key),
+        display_prefix(key),
+        region,
+        model,
+        rpm_limit,
+        None,
+        default_credentials,
+    )
+    return int(key_id), key
+
+
+async def issue(
+    database: db.Database, hasher: KeyHasher, actor: audit.Actor, user_id: int, spec: KeyIssue | None = None
+) -> IssuedKey:
+    """Issue a key for an active user; the answer holds the raw key (shown once)."""
+    spec = spec or KeyIssue()
+    region, model, rpm_limit = _region(spec.bedrock_region), _model(spec.bedrock_model), _rpm(spec.rpm_limit)
+    async with database.transaction() as conn:
+        user = await conn.fetchrow(db.q("get-user"), user_id)
+        if user is None:
+            raise errors.NotFound(f"no user with id {user_id}")
+        if user["status"] != "active":
+            raise errors.Conflict(f"user {user['name']!r} is {user['status']}; keys need an active user")
+        key_id, key = await _insert(conn, hasher, user_id, region, model, rpm_limit, False)
+        await audit.record(
+            conn,
+            actor,
+            "key.issue",
+            "access_key",
+            key_id,
+            {"user_id": user_id, "bedrock_region": region, "bedrock_model": model, "rpm_limit": rpm_limit},
+        )
+    issued = await get(database, key_id)
+    return IssuedKey(**msgspec.structs.asdict(issued), raw_key=key)
+
+
+async def rotate(
+    database: db.Database,
+    hasher: KeyHasher,
+    keyring: envelope.Keyring,
+    actor: audit.Actor,
+    key_id: int,
+    grace_seconds: float,
+) -> RotatedKey:
+    """Issue a successor inheriting the Bedrock key, region, model, default-credentials
+    use and rpm limit. The old key keeps working for `grace_seconds`; then the periodic
+    revoker (`revoke_expired`, on every instance) revokes it."""
+    async with database.transaction() as conn:
+        old = await conn.fetchrow(db.q("lock-key"), key_id)
+        if old is None:
+            raise errors.NotFound(f"no access key with id {key_id}")
+        if old["status"] != "active":
+            raise errors.Conflict(f"access key {key_id} is revoked; only an active key can be rotated")
+        if old["expires_at"] is not None:
+            raise errors.Conflict(f"access key {key_id} was already rotated")
+        if old["user_status"] != "active":
+            raise errors.Conflict(f"the user of access key {key_id} is {old['user_status']}")
+        new_id, key = await _insert(
+            conn,
+            hasher,
+            old["user_id"],
+            old["bedrock_region"],
+            old["bedrock_model"],
+            old["rpm_limit"],
+            old["bedrock_default_credentials"],
+        )
+        if old["bedrock_key_blob"] is not None:
+            # The sealed key is bound to its access key's id; re-seal it for the new one.
+            secret = await envelope.unseal(keyring, old["bedrock_key_blob"], bedrock_owner(key_id))
+            blob = await envelope.seal(keyring, secret, bedrock_owner(new_id))
+            await conn.execute(db.q("set-key-bedrock-blob"), new_id, blob)
+        expires = await conn.fetchval(db.q("expire-rotated-key"), key_id, new_id, grace_seconds)
+        await audit.record(
+            conn, actor, "key.rotate", "access_key", key_id, {"replaced_by": new_id, "expires_at": expires}
+        )
+    issued = await get(database, new_id)
+    return RotatedKey(**msgspec.structs.asdict(issued), raw_key=key, replaces=key_id, old_key_expires_at=expires)
+
+
+async def revoke_expired(database: db.Database) -> list[int]:
+    """Revoke rotated keys whose grace period is over (every instance runs this)."""
+    async with database.transaction() as conn:
+        revoked = [r["id"] for r in await conn.fetch(db.q("revoke-expired-keys"))]
+        for key_id in revoked:
+            await audit.record(
+                conn, audit.SYSTEM, "key.revoke", "access_key", key_id, {"reason": "rotation grace over"}
+            )
+    return revoked
+
+
+async def revoke(database: db.Database, actor: audit.Actor, key_id: int) -> AccessKey:
+    async with database.transaction() as conn:
+        if await conn.fetchval(db.q("revoke-key"), key_id) is None:
+            row = await conn.fetchrow(db.q("get-key"), key_id)
+            if row is None:
+                raise errors.NotFound(f"no access key with id {key_id}")
+            raise errors.Conflict(f"access key {key_id} is already revoked")
+        await audit.record(conn, actor, "key.revoke", "access_key", key_id, {"status": "revoked"})
+    return await get(database, key_id)
 
 
 def bedrock_owner(key_id: int) -> str:
@@ -129,38 +292,63 @@ def bedrock_owner(key_id: int) -> str:
     return f"access-key:{key_id}"
 
 
-async def update_bedrock(
-    database: db.Database,
-    key_id: int,
-    *,
-    region: str | None = None,
-    model: str | None = None,
-    default_credentials: bool | None = None,
-    rpm_limit: int | None = None,
-) -> dict[str, Any]:
-    """Set a key's Bedrock region/model ('' resets to the defaults) or its permission to
-    use the deployment's own AWS credentials."""
-    if await database.fetchrow("update-key-bedrock", key_id, region, model, default_credentials, rpm_limit) is None:
-        raise errors.NotFound(f"no active access key with id {key_id}")
-    row = await database.fetchrow("get-key", key_id)
-    assert row is not None
-    return {**db.record_dict(row), "prefix": row["prefix"] + "…"}
+async def update(database: db.Database, actor: audit.Actor, key_id: int, spec: KeyUpdate) -> AccessKey:
+    """Change an active key's Bedrock region/model (None = the defaults), its permission
+    to use the deployment's own AWS credentials, or its rpm limit (None = no limit)."""
+    changes = audit.changed(spec)
+    if not changes:
+        raise errors.ValidationFailed(None, "nothing to update")
+    if not isinstance(spec.bedrock_region, UnsetType):
+        changes["bedrock_region"] = _region(spec.bedrock_region)
+    if not isinstance(spec.bedrock_model, UnsetType):
+        changes["bedrock_model"] = _model(spec.bedrock_model)
+    if not isinstance(spec.rpm_limit, UnsetType):
+        changes["rpm_limit"] = _rpm(spec.rpm_limit)
+    args: list[object] = [key_id]
+    for field in ("bedrock_region", "bedrock_model", "bedrock_default_credentials", "rpm_limit"):
+        args += [field in changes, changes.get(field)]
+    async with database.transaction() as conn:
+        if await conn.fetchval(db.q("update-key-bedrock"), *args) is None:
+            await _refuse_inactive(conn, key_id)
+        await audit.record(conn, actor, "key.update", "access_key", key_id, changes)
+    return await get(database, key_id)
+
+
+async def _refuse_inactive(conn: asyncpg.Connection, key_id: int) -> None:
+    if await conn.fetchrow(db.q("get-key"), key_id) is None:
+        raise errors.NotFound(f"no access key with id {key_id}")
+    raise errors.Conflict(f"access key {key_id} is revoked")
+
+
+async def bedrock_key_state(database: db.Database, key_id: int) -> BedrockKeyState:
+    key = await get(database, key_id)
+    return BedrockKeyState(access_key_id=key_id, registered=key.bedrock_key_registered)
 
 
 async def set_bedrock_key(
-    database: db.Database, keyring: envelope.Keyring, key_id: int, secret: str | None
-) -> dict[str, Any]:
+    database: db.Database, keyring: envelope.Keyring, actor: audit.Actor, key_id: int, secret: str | None
+) -> BedrockKeyState:
     """Register (or with None, remove) a key's Bedrock API key, sealed with envelope
     encryption. The NOTIFY this update causes drops every instance's decrypted copy."""
     blob = None
     if secret is not None:
         secret = secret.strip()
         if not secret:
-            raise errors.InvalidRequest("the Bedrock API key is empty")
+            raise errors.ValidationFailed("api_key", "the Bedrock API key is empty")
+        if len(secret) > 4096:
+            raise errors.ValidationFailed("api_key", "the Bedrock API key is longer than 4096 characters")
         blob = await envelope.seal(keyring, secret.encode(), bedrock_owner(key_id))
-    if await database.fetchrow("set-key-bedrock-blob", key_id, blob) is None:
-        raise errors.NotFound(f"no active access key with id {key_id}")
-    return {"id": key_id, "bedrock_key": "registered" if blob is not None else "removed"}
+    async with database.transaction() as conn:
+        if await conn.fetchval(db.q("set-key-bedrock-blob"), key_id, blob) is None:
+            if await conn.fetchrow(db.q("get-key"), key_id) is None:
+                raise errors.NotFound(f"no access key with id {key_id}")
+            if blob is not None:
+                raise errors.Conflict(f"access key {key_id} is revoked")
+        action = "key.bedrock_key_set" if blob is not None else "key.bedrock_key_remove"
+        await audit.record(
+            conn, actor, action, "access_key", key_id, {"bedrock_key": audit.SECRET_SET if blob is not None else None}
+        )
+    return BedrockKeyState(access_key_id=key_id, registered=blob is not None)
 
 
 # --- the request path's view --------------------------------------------------------------

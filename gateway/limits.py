@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from gateway import db, errors, keys
+from gateway import alert_webhook, db, errors, keys
 
 logger = structlog.get_logger("gateway.limits")
 
@@ -217,22 +217,7 @@ class Budgets:
         }
         logger.warning(**event)
         if self._webhook_url and self.session is not None:
-            await self._post_webhook(event)
-
-    async def _post_webhook(self, event: dict[str, Any]) -> None:
-        assert self.session is not None and self._webhook_url is not None
-        for attempt in range(4):
-            try:
-                async with self.session.post(
-                    self._webhook_url, json=event, timeout=aiohttp.ClientTimeout(total=10)
-                ) as resp:
-                    if resp.status < 300:
-                        return
-                    reason = f"status {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = type(exc).__name__
-            logger.warning("budget_webhook_failed", attempt=attempt + 1, reason=reason)
-            await asyncio.sleep(0.5 * 2**attempt)
+            await alert_webhook.AlertWebhook(self._webhook_url, self.session).post(event)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -301,23 +286,3 @@ class Budgets:
                 await self.refresh(unflushed())
             except Exception as exc:  # keep counting locally until the database answers
                 logger.warning("budget_refresh_failed", error=type(exc).__name__)
-
-
-def parse_budget(raw: str) -> Decimal | None:
-    """'none'/'' → unlimited; else USD between 0.01 and 999999.99."""
-    if raw.strip().lower() in ("", "none", "unlimited"):
-        return None
-    try:
-        value = Decimal(raw)
-    except ArithmeticError:
-        raise errors.InvalidRequest(f"budget {raw!r} is not a number") from None
-    if not value.is_finite() or not Decimal("0.01") <= value <= Decimal("999999.99"):
-        raise errors.InvalidRequest("monthly budget must be between 0.01 and 999999.99 USD (or 'none')")
-    return value.quantize(CENT)
-
-
-def parse_models(raw: str) -> list[str] | None:
-    """'all'/'' → every model; else comma-separated fnmatch patterns."""
-    if raw.strip().lower() in ("", "all", "*"):
-        return None
-    return [p.strip() for p in raw.split(",") if p.strip()]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import structlog
 
-from gateway import db, pricing
+from gateway import audit, db, errors, paging, pricing
 
 logger = structlog.get_logger("gateway.price_table")
 
@@ -39,8 +41,75 @@ async def load_book(database: db.Database) -> pricing.PriceBook:
     return pricing.PriceBook(rows.values())
 
 
-async def upsert(database: db.Database, prices: list[pricing.Price]) -> int:
-    async with database.acquire() as conn, conn.transaction():
+class PriceRow(msgspec.Struct):
+    """A price row as the faces show it (USD per million tokens; money as strings)."""
+
+    model: str
+    region: str
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    effective_date: dt.date
+
+
+class PriceInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str
+    region: str = pricing.ANY_REGION
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    effective_date: dt.date | None = None
+
+
+class PriceReload(msgspec.Struct):
+    rows: int
+
+
+# pricing's row parser names the field in its message ("field 'input': …"); this turns
+# that into the service error's field, so the file import and the single row share one rule.
+_FIELD = re.compile(r"field '(\w+)'")
+
+
+def make_price(spec: PriceInput) -> pricing.Price:
+    """Validate one row with the same rules as a price file (default date: today)."""
+    raw = {
+        "model": spec.model,
+        "region": spec.region,
+        "input": spec.input,
+        "output": spec.output,
+        "cache_write_5m": spec.cache_write_5m,
+        "cache_write_1h": spec.cache_write_1h,
+        "cache_read": spec.cache_read,
+        "effective_date": (spec.effective_date or dt.date.today()).isoformat(),
+    }
+    try:
+        return pricing.parse_row(raw, "price")
+    except ValueError as exc:
+        match = _FIELD.search(str(exc))
+        raise errors.ValidationFailed(match.group(1) if match else None, str(exc)) from None
+
+
+def row_of(price: pricing.Price) -> PriceRow:
+    return PriceRow(**dataclasses.asdict(price))
+
+
+async def list_prices(
+    database: db.Database, limit: int = paging.DEFAULT_LIMIT, offset: int = 0
+) -> paging.Page[PriceRow]:
+    paging.check(limit, offset)
+    rows = (await load_book(database)).rows
+    page = [row_of(p) for p in rows[offset : offset + limit]]
+    return paging.Page(items=page, total=len(rows), limit=limit, offset=offset)
+
+
+async def upsert(database: db.Database, actor: audit.Actor, prices: list[pricing.Price]) -> int:
+    """Store price rows in one transaction (one audit row each); the NOTIFY makes every
+    gateway price with them at once."""
+    async with database.transaction() as conn:
         for p in prices:
             await conn.execute(
                 db.q("upsert-price"),
@@ -52,6 +121,9 @@ async def upsert(database: db.Database, prices: list[pricing.Price]) -> int:
                 p.cache_write_1h,
                 p.cache_read,
                 p.effective_date,
+            )
+            await audit.record(
+                conn, actor, "price.upsert", "price", f"{p.model}/{p.region}/{p.effective_date}", as_dict(p)
             )
     return len(prices)
 
@@ -77,6 +149,11 @@ class PriceTable:
             self.book = await load_book(self._db)
         except Exception as exc:  # keep pricing with the last good table
             logger.warning("price_reload_failed", error=type(exc).__name__)
+
+    async def reload_now(self) -> PriceReload:
+        """The admin API's reload: re-read at once, failing loudly rather than keeping the old table."""
+        self.book = await load_book(self._db)
+        return PriceReload(rows=len(self.book))
 
     def cost(
         self, model_id: str, region: str, at: dt.datetime, tokens: pricing.TokenCounts

@@ -258,6 +258,11 @@ def _parse_row(raw: Mapping[str, Any], where: str) -> Price:
     return Price(model=model, region=region.strip(), effective_date=effective, **prices)
 
 
+def parse_row(raw: Mapping[str, Any], where: str) -> Price:
+    """One price row from a mapping of its fields; ValueError names `where` and the field."""
+    return _parse_row(raw, where)
+
+
 def _check_duplicates(rows: list[Price], labels: list[str]) -> None:
     seen: dict[tuple[str, str, dt.date], str] = {}
     for row, label in zip(rows, labels, strict=True):

@@ -315,4 +315,10 @@ def create_app(config: Config, *, journal_dir: Path | None = None) -> web.Applic
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)
+    # The admin API: its own sub-app (JWT, its own error shape) and its jobs (the env
+    # bootstrap admin, the revoker ending rotated keys' grace periods), after the state.
+    from gateway.admin import app as admin_app  # it imports this module's app keys
+
+    app.cleanup_ctx.append(admin_app.jobs_ctx)
+    app.add_subapp("/admin", admin_app.create(config))
     return app

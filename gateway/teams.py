@@ -1,71 +1,121 @@
-"""Teams: a user belongs to at most one; a team may have a monthly Bedrock budget and a
-model allow-list. The service the CLI uses now and the admin API will use later."""
+"""Teams: a user belongs to at most one; a team may have a monthly Bedrock budget, alert
+thresholds and a model allow-list. The service the CLI and the admin API share."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
+import msgspec
+from msgspec import UNSET, UnsetType
 
-from gateway import db, errors
-
-UNSET: Any = object()  # "leave as it is", distinct from None ("unlimited" / "all models")
-
-
-async def create(
-    database: db.Database,
-    name: str,
-    *,
-    description: str | None = None,
-    monthly_budget: Decimal | None = None,
-    allowed_models: list[str] | None = None,
-) -> dict[str, Any]:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise errors.InvalidRequest("team name must be 1 to 200 characters")
-    try:
-        row = await database.fetchrow("create-team", name, description, monthly_budget, allowed_models)
-    except asyncpg.UniqueViolationError:
-        raise errors.InvalidRequest(f"a team named {name!r} already exists") from None
-    assert row is not None
-    return db.record_dict(row)
+from gateway import audit, budget_rules, db, errors, paging
 
 
-async def get_by_name(database: db.Database, name: str) -> dict[str, Any]:
+class Team(msgspec.Struct):
+    id: int
+    name: str
+    description: str | None
+    monthly_budget_usd: Decimal | None
+    alert_thresholds: list[int]
+    allowed_models: list[str] | None
+    members: int
+    created_at: dt.datetime
+
+
+class TeamCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    description: str | None = None
+    monthly_budget_usd: Decimal | None = None
+    alert_thresholds: list[int] | None = None
+    allowed_models: list[str] | None = None
+
+
+class TeamUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fields left UNSET stay as they are; None clears (unlimited, all models)."""
+
+    name: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+    monthly_budget_usd: Decimal | UnsetType | None = UNSET
+    alert_thresholds: list[int] | UnsetType = UNSET
+    allowed_models: list[str] | UnsetType | None = UNSET
+
+
+def _team(row: asyncpg.Record) -> Team:
+    return db.as_struct(Team, row)
+
+
+async def get(database: db.Database, team_id: int) -> Team:
+    row = await database.fetchrow("get-team", team_id)
+    if row is None:
+        raise errors.NotFound(f"no team with id {team_id}")
+    return _team(row)
+
+
+async def get_by_name(database: db.Database, name: str) -> Team:
     row = await database.fetchrow("get-team-by-name", name)
     if row is None:
         raise errors.NotFound(f"no team named {name!r}")
-    return db.record_dict(row)
+    return _team(row)
 
 
-async def list_teams(database: db.Database) -> list[dict[str, Any]]:
-    return [db.record_dict(r) for r in await database.fetch("list-teams")]
+async def list_teams(
+    database: db.Database, search: str | None = None, limit: int = paging.DEFAULT_LIMIT, offset: int = 0
+) -> paging.Page[Team]:
+    rows, total = await paging.fetch(database, "list-teams", (search,), limit, offset)
+    return paging.Page(items=[_team(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-def _thresholds(values: list[int] | None) -> list[int] | None:
-    if values is not None and any(not 1 <= v <= 1000 for v in values):
-        raise errors.InvalidRequest("alert thresholds are percentages between 1 and 1000")
-    return sorted(set(values)) if values is not None else None
+async def create(database: db.Database, actor: audit.Actor, spec: TeamCreate) -> Team:
+    name = budget_rules.name("name", spec.name, "team")
+    values = {
+        "name": name,
+        "description": budget_rules.description(spec.description),
+        "monthly_budget_usd": budget_rules.budget(spec.monthly_budget_usd),
+        "alert_thresholds": None if spec.alert_thresholds is None else budget_rules.thresholds(spec.alert_thresholds),
+        "allowed_models": budget_rules.models(spec.allowed_models),
+    }
+    try:
+        async with database.transaction() as conn:
+            team_id = await conn.fetchval(db.q("create-team"), *values.values())
+            await audit.record(conn, actor, "team.create", "team", team_id, values)
+    except asyncpg.UniqueViolationError:
+        raise errors.Conflict(f"a team named {name!r} already exists") from None
+    return await get(database, team_id)
 
 
-async def update(
-    database: db.Database,
-    name: str,
-    *,
-    monthly_budget: Decimal | None = UNSET,
-    allowed_models: list[str] | None = UNSET,
-    alert_thresholds: list[int] | None = None,
-) -> dict[str, Any]:
-    team = await get_by_name(database, name)
-    row = await database.fetchrow(
-        "update-team",
-        team["id"],
-        monthly_budget is not UNSET,
-        None if monthly_budget is UNSET else monthly_budget,
-        allowed_models is not UNSET,
-        None if allowed_models is UNSET else allowed_models,
-        _thresholds(alert_thresholds),
-    )
-    assert row is not None
-    return db.record_dict(row)
+async def update(database: db.Database, actor: audit.Actor, team_id: int, spec: TeamUpdate) -> Team:
+    changes = audit.changed(spec)
+    if not changes:
+        raise errors.ValidationFailed(None, "nothing to update")
+    if not isinstance(spec.name, UnsetType):
+        changes["name"] = budget_rules.name("name", spec.name, "team")
+    if not isinstance(spec.description, UnsetType):
+        changes["description"] = budget_rules.description(spec.description)
+    if not isinstance(spec.monthly_budget_usd, UnsetType):
+        changes["monthly_budget_usd"] = budget_rules.budget(spec.monthly_budget_usd)
+    if not isinstance(spec.alert_thresholds, UnsetType):
+        changes["alert_thresholds"] = budget_rules.thresholds(spec.alert_thresholds)
+    if not isinstance(spec.allowed_models, UnsetType):
+        changes["allowed_models"] = budget_rules.models(spec.allowed_models)
+    args: list[object] = [team_id]
+    for field in ("name", "description", "monthly_budget_usd", "alert_thresholds", "allowed_models"):
+        args += [field in changes, changes.get(field)]
+    try:
+        async with database.transaction() as conn:
+            if await conn.fetchval(db.q("update-team"), *args) is None:
+                raise errors.NotFound(f"no team with id {team_id}")
+            await audit.record(conn, actor, "team.update", "team", team_id, changes)
+    except asyncpg.UniqueViolationError:
+        raise errors.Conflict(f"a team named {changes['name']!r} already exists") from None
+    return await get(database, team_id)
+
+
+async def delete(database: db.Database, actor: audit.Actor, team_id: int) -> None:
+    """Delete a team; its members stay, without a team."""
+    async with database.transaction() as conn:
+        await conn.execute(db.q("clear-team-members"), team_id)
+        if await conn.fetchval(db.q("delete-team"), team_id) is None:
+            raise errors.NotFound(f"no team with id {team_id}")
+        await audit.record(conn, actor, "team.delete", "team", team_id)

@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import os
 import time
-import zoneinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from gateway import db, errors, journal
+from gateway import db, journal
 
 log = structlog.get_logger("gateway.usage")
 
@@ -252,92 +251,3 @@ class UsageWriter:
         if self._journal.pending() and self._db_down_until == 0.0:
             await self._replay()
         self._journal.close()
-
-
-async def recent(database: db.Database, limit: int = 20, user: str | None = None) -> list[dict[str, Any]]:
-    rows = await database.fetch("list-recent-usage", limit, user)
-    return [db.record_dict(r) for r in rows]
-
-
-GRANULARITIES = ("month", "week", "day", "hour", "minute")
-GROUPINGS = ("user", "key", "model", *GRANULARITIES)
-
-
-def _aligned(moment: dt.datetime, granularity: str) -> bool:
-    if moment.second or moment.microsecond:
-        return False
-    if granularity == "minute":
-        return True
-    if moment.minute:
-        return False
-    if granularity == "hour":
-        return True
-    if moment.hour:
-        return False
-    if granularity == "day":
-        return True
-    if granularity == "week":
-        return moment.weekday() == 0
-    return moment.day == 1
-
-
-def pick_granularity(since: dt.datetime, until: dt.datetime, by: str) -> str:
-    """The coarsest rollup whose buckets tile [since, until) exactly (times in the
-    reporting zone), so totals from rollups equal the sum of the events."""
-    if by in GRANULARITIES:
-        if not (_aligned(since, by) and _aligned(until, by)):
-            raise errors.InvalidRequest(f"--by {by} needs --since and --until on {by} boundaries")
-        return by
-    for granularity in ("month", "day", "hour", "minute"):
-        if _aligned(since, granularity) and _aligned(until, granularity):
-            return granularity
-    raise errors.InvalidRequest("--since and --until must be whole minutes")
-
-
-async def summary(
-    database: db.Database,
-    *,
-    by: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    report_tz: str,
-    user: str | None = None,
-    minute_rollup_days: int = 14,
-) -> dict[str, Any]:
-    """Usage totals grouped by user, key, model or time bucket, read from the rollups.
-    `since`/`until` are aware datetimes; alignment is judged in the reporting zone."""
-    if by not in GROUPINGS:
-        raise errors.InvalidRequest(f"--by must be one of {', '.join(GROUPINGS)}")
-    if until <= since:
-        raise errors.InvalidRequest("--until must be after --since")
-    zone = zoneinfo.ZoneInfo(report_tz)
-    granularity = pick_granularity(since.astimezone(zone), until.astimezone(zone), by)
-    if granularity == "minute" and since < now() - dt.timedelta(days=minute_rollup_days):
-        raise errors.InvalidRequest(
-            f"minute rollups are kept {minute_rollup_days} days; use hour-aligned --since/--until for older ranges"
-        )
-    group = "bucket" if by in GRANULARITIES else by
-    rows = await database.fetch("summarize-usage", granularity, since, until, group, report_tz, user)
-    groups = [db.record_dict(r) for r in rows]
-    totals: dict[str, Any] = {
-        name: sum((g[name] for g in groups), Decimal(0) if name == "cost_usd" else 0)
-        for name in (
-            "requests",
-            "fallback_requests",
-            "error_requests",
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-            "cost_usd",
-        )
-    }
-    return {
-        "by": by,
-        "granularity": granularity,
-        "since": since.isoformat(),
-        "until": until.isoformat(),
-        "report_tz": report_tz,
-        "groups": groups,
-        "totals": totals,
-    }

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway import audit, db, keys, usage, users
 from gateway import config as config_mod
-from gateway import db, keys, usage, users
 
 MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001", "claude-opus-4-1-20250805")
 
@@ -29,9 +29,9 @@ async def _fixtures(database: db.Database, hasher: keys.KeyHasher, n_users: int)
     pairs = []
     for i in range(n_users):
         name = f"bench-{os.getpid()}-{i}"
-        user = await users.create(database, name)
-        issued = await keys.issue(database, hasher, name)
-        pairs.append((user["id"], issued["id"]))
+        user = await users.create(database, audit.SYSTEM, users.UserCreate(name=name))
+        issued = await keys.issue(database, hasher, audit.SYSTEM, user.id)
+        pairs.append((user.id, issued.id))
     return pairs
 
 

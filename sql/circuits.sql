@@ -60,3 +60,14 @@ SET state = 'open', opened_at = now(), probe_started_at = NULL, failures = 0,
     last_error_class = $2, version = version + 1, updated_at = now()
 WHERE access_key_id = $1
 RETURNING state, opened_at, probe_started_at, version;
+
+-- name: list-open-circuits
+-- For the faces: keys whose circuit is open or half-open, paged.
+SELECT c.access_key_id, k.prefix, u.name AS user_name, c.state, c.failures, c.opened_at,
+       c.probe_started_at, c.last_error_class, c.updated_at, count(*) OVER () AS total
+FROM circuit_states c
+JOIN access_keys k ON k.id = c.access_key_id
+JOIN users u ON u.id = k.user_id
+WHERE c.state <> 'closed'
+ORDER BY c.access_key_id
+LIMIT $1 OFFSET $2;

@@ -48,44 +48,5 @@ SELECT count(*) FROM inserted;
 DELETE FROM usage_rollups
 WHERE granularity = 'minute' AND bucket_start < now() - make_interval(days => $1);
 
--- name: list-recent-usage
-SELECT e.request_id, e.created_at, u.name AS user, k.prefix AS access_key_prefix,
-       e.endpoint, e.provider, e.is_fallback, e.model, e.upstream_model, e.status,
-       e.error_class, e.stream, e.input_tokens, e.output_tokens,
-       e.cache_creation_input_tokens, e.cache_creation_5m_tokens,
-       e.cache_creation_1h_tokens, e.cache_read_input_tokens, e.cost_usd,
-       e.latency_ms, e.ttfb_ms, e.session_id
-FROM usage_events e
-JOIN users u ON u.id = e.user_id
-JOIN access_keys k ON k.id = e.access_key_id
-WHERE ($2::text IS NULL OR lower(u.name) = lower($2))
-ORDER BY e.created_at DESC, e.request_id DESC
-LIMIT $1;
-
 -- name: count-usage-events
 SELECT count(*) FROM usage_events;
-
--- name: summarize-usage
--- Totals over [$2, $3) from one rollup granularity ($1), grouped by $4: user, key, model
--- or bucket. Buckets are aligned to the range by the caller.
-SELECT CASE $4::text
-           WHEN 'user' THEN u.name
-           WHEN 'key' THEN k.prefix || '…'
-           WHEN 'model' THEN r.model
-           ELSE to_char(r.bucket_start AT TIME ZONE $5, 'YYYY-MM-DD"T"HH24:MI')
-       END AS group_key,
-       sum(r.requests)::bigint AS requests,
-       sum(r.fallback_requests)::bigint AS fallback_requests,
-       sum(r.error_requests)::bigint AS error_requests,
-       sum(r.input_tokens)::bigint AS input_tokens,
-       sum(r.output_tokens)::bigint AS output_tokens,
-       sum(r.cache_creation_input_tokens)::bigint AS cache_creation_input_tokens,
-       sum(r.cache_read_input_tokens)::bigint AS cache_read_input_tokens,
-       sum(r.cost_usd) AS cost_usd
-FROM usage_rollups r
-JOIN users u ON u.id = r.user_id
-JOIN access_keys k ON k.id = r.access_key_id
-WHERE r.granularity = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3
-  AND ($6::text IS NULL OR lower(u.name) = lower($6))
-GROUP BY 1
-ORDER BY 1;

@@ -24,14 +24,15 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import orjson
 import pytest
 from aiohttp import web
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
+from gateway import audit, db, keys, log, server, teams, users
 from gateway import config as config_mod
-from gateway import db, keys, log, server, users
 
 REPO = Path(__file__).resolve().parent.parent
 # What `ccproxy usage recent --json` must show for every event (issue 2).
@@ -193,10 +194,13 @@ class Gateway:
         return self.app[server.DATABASE]
 
     async def issue_key(self, user: str = "alice", **kwargs: Any) -> dict[str, Any]:
+        """Create the user if needed and issue a key; a dict with the raw key as `key`."""
         with contextlib.suppress(Exception):
-            await users.create(self.database, user)
+            await users.create(self.database, audit.SYSTEM, users.UserCreate(name=user))
         hasher = keys.KeyHasher(keys.load_secret(self.config.key_hash_secret, self.config.data_path))
-        return await keys.issue(self.database, hasher, user, **kwargs)
+        user_id = (await users.get_by_name(self.database, user)).id
+        issued = await keys.issue(self.database, hasher, audit.SYSTEM, user_id, keys.KeyIssue(**kwargs))
+        return {**msgspec.structs.asdict(issued), "key": issued.raw_key, "user": issued.user_name}
 
     async def flush_usage(self) -> None:
         writer = self.app[server.WRITER]
@@ -210,6 +214,14 @@ class Gateway:
         async with self.database.acquire() as conn:
             rows = await conn.fetch("SELECT * FROM usage_events ORDER BY created_at, request_id")
         return [dict(r) for r in rows]
+
+
+async def update_user(database: db.Database, name: str, *, team: str | None = None, **fields: Any) -> users.User:
+    """Change a user found by name (and move them to the team named `team`), as the CLI does."""
+    user = await users.get_by_name(database, name)
+    if team is not None:
+        fields["team_id"] = (await teams.get_by_name(database, team)).id
+    return await users.update(database, audit.SYSTEM, user.id, users.UserUpdate(**fields))
 
 
 def make_config(tmp_path: Path, database_url: str, plan_url: str, **overrides: str) -> config_mod.Config:

@@ -23,11 +23,11 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import LOGS, Gateway, cli_env, run_cli, start_site
+from conftest import LOGS, Gateway, cli_env, run_cli, start_site, update_user
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import errors, keys, limits, price_table, pricing, server, teams, usage, users
+from gateway import audit, errors, keys, limits, price_table, pricing, server, teams, usage, users
 
 MODEL = "claude-sonnet-4-5-20250929"
 SONNET_ID = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -59,7 +59,7 @@ def start(gateway_factory: Any, fake: tuple[FakeAnthropic, str], bedrock: FakeBe
 async def set_price(gw: Gateway, input_price: Decimal) -> None:
     today = dt.datetime.now(dt.UTC).date()
     row = pricing.Price("claude-sonnet-4-5", "*", input_price, Decimal(0), Decimal(0), Decimal(0), Decimal(0), today)
-    await price_table.upsert(gw.database, [row])
+    await price_table.upsert(gw.database, audit.SYSTEM, [row])
     deadline = time.monotonic() + 5
     while (price := gw.app[server.PRICES].book.lookup(SONNET_ID, "us-east-1", dt.datetime.now(dt.UTC))) is None or (
         price.input != input_price
@@ -70,7 +70,7 @@ async def set_price(gw: Gateway, input_price: Decimal) -> None:
 
 async def bedrock_key(gw: Gateway, bedrock: FakeBedrock, user: str) -> dict[str, Any]:
     issued = await gw.issue_key(user)
-    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], bedrock.api_key)
+    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], bedrock.api_key)
     return issued
 
 
@@ -154,7 +154,7 @@ async def test_concurrent_requests_at_the_boundary_overshoot_by_at_most_those_in
     the budget is crossed, spend ≤ budget + N × (largest request cost) on one instance."""
     gw = await start()
     issued = await bedrock_key(gw, bedrock, "bo")
-    await users.update(gw.database, "bo", monthly_budget=Decimal("1.00"))
+    await update_user(gw.database, "bo", monthly_budget_usd=Decimal("1.00"))
     await settle()
     for _ in range(2):  # $0.80 spent, under the budget
         assert (await post(http, gw, issued["key"]))[0] == 200
@@ -182,7 +182,7 @@ async def test_a_second_instance_sees_the_spend_within_flush_plus_refresh(
     a = await start()
     b = await second_instance(a)
     issued = await bedrock_key(a, bedrock, "cy")
-    await users.update(a.database, "cy", monthly_budget=Decimal("1.00"))
+    await update_user(a.database, "cy", monthly_budget_usd=Decimal("1.00"))
     await settle()
     for _ in range(3):
         assert (await post(http, a, issued["key"]))[0] == 200
@@ -236,9 +236,9 @@ async def test_team_budgets_the_tighter_wins(
     gw = await start()
     dee = await bedrock_key(gw, bedrock, "dee")
     eli = await bedrock_key(gw, bedrock, "eli")
-    await teams.create(gw.database, "platform", monthly_budget=team_budget)
-    await users.update(gw.database, "dee", team="platform", monthly_budget=user_budget)
-    await users.update(gw.database, "eli", team="platform")
+    await teams.create(gw.database, audit.SYSTEM, teams.TeamCreate(name="platform", monthly_budget_usd=team_budget))
+    await update_user(gw.database, "dee", team="platform", monthly_budget_usd=user_budget)
+    await update_user(gw.database, "eli", team="platform")
     await settle()
     for _ in range(2):
         assert (await post(http, gw, dee["key"]))[0] == 200
@@ -349,10 +349,10 @@ async def test_budget_period_rolls_over_at_local_midnight_and_reads_the_local_mo
     database = await db.connect(config.replace(db_pool_size=1, db_max_overflow=1), database_url)
     try:
         db.load_queries()
-        await users.create(database, "zed")
+        zed = await users.create(database, audit.SYSTEM, users.UserCreate(name="zed"))
         hasher = keys.KeyHasher(keys.load_secret(config.key_hash_secret, config.data_path))
-        issued = await keys.issue(database, hasher, "zed")
-        user_id = (await users.get_by_name(database, "zed"))["id"]
+        issued = await keys.issue(database, hasher, audit.SYSTEM, zed.id)
+        user_id = zed.id
         at = dt.datetime.fromisoformat(local_2330)
         event = usage.UsageEvent(
             request_id=usage.new_request_id(),
@@ -445,7 +445,7 @@ async def test_alerts_fire_once_across_two_instances_as_a_log_event_and_a_retrie
     issued = await bedrock_key(a, bedrock, "fay")
     # Only the 80 % threshold here: the sum of both instances also crosses 100 %, which the
     # next test covers.
-    await users.update(a.database, "fay", monthly_budget=Decimal("1.00"), alert_thresholds=[80])
+    await update_user(a.database, "fay", monthly_budget_usd=Decimal("1.00"), alert_thresholds=[80])
     await settle()
     ctx = await b.app[server.KEY_CACHE].lookup(issued["key"])
 
@@ -469,7 +469,7 @@ async def test_alerts_fire_once_across_two_instances_as_a_log_event_and_a_retrie
     assert [(r["scope"], r["threshold"]) for r in rows] == [("user", 80)]
     assert hook.attempts == 2  # one 503, one retry
     [alert] = hook.received
-    user_id = (await users.get_by_name(a.database, "fay"))["id"]
+    user_id = (await users.get_by_name(a.database, "fay")).id
     assert alert == {
         "event": "budget_alert",
         "scope": "user",
@@ -499,7 +499,7 @@ async def test_a_threshold_crossed_by_the_sum_of_two_instances_still_alerts(
     a = await start(alert_webhook_url=url)
     b = await second_instance(a)
     issued = await bedrock_key(a, bedrock, "gus")
-    await users.update(a.database, "gus", monthly_budget=Decimal("1.00"))
+    await update_user(a.database, "gus", monthly_budget_usd=Decimal("1.00"))
     await settle()
     ctx = await b.app[server.KEY_CACHE].lookup(issued["key"])
     assert (await post(http, a, issued["key"]))[0] == 200

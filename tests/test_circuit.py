@@ -18,7 +18,7 @@ from conftest import Gateway, LogCapture, cli_env, run_cli
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import circuit, keys, server
+from gateway import audit, circuit, keys, server
 from gateway import config as config_mod
 
 PLAN_HEADERS = {"x-api-key": "sk-ant-plan-credential-circuit-test", "anthropic-version": "2023-06-01"}
@@ -50,7 +50,7 @@ async def second_instance(start: Start, first: Gateway, tmp_path: Path, **settin
 async def issue(gw: Gateway, bedrock: FakeBedrock | None) -> dict[str, Any]:
     issued = await gw.issue_key("dev")
     if bedrock is not None:
-        await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], bedrock.api_key)
+        await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], bedrock.api_key)
     return issued
 
 

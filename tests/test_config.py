@@ -33,7 +33,14 @@ def _accepts(setting: Setting, raw: str) -> bool:
 
 
 # Free-text settings: any string (including empty) is a valid value.
-PERMISSIVE = {"plan_api_key", "key_hash_secret", "kms_key_id", "bedrock_beta_allowlist", "bedrock_strip_fields"}
+PERMISSIVE = {
+    "plan_api_key",
+    "key_hash_secret",
+    "kms_key_id",
+    "bedrock_beta_allowlist",
+    "bedrock_strip_fields",
+    "admin_username",
+}
 
 
 def test_defaults_match_the_documented_ones() -> None:

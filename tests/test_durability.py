@@ -27,8 +27,8 @@ import pytest
 from conftest import Gateway, cli_env, free_port, make_config, start_serve, start_site, stop_serve
 
 from bench.fake_anthropic import FakeAnthropic
+from gateway import audit, db, journal, keys, server, usage, users
 from gateway import config as config_mod
-from gateway import db, journal, keys, server, usage, users
 
 BODY = {"model": "claude-sonnet-4-5-20250929", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 PLAN = {"x-api-key": "sk-ant-developer-own-key", "anthropic-version": "2023-06-01"}
@@ -193,8 +193,8 @@ async def issue_keys(database: db.Database, config: config_mod.Config, names: li
     out = []
     for name in names:
         with contextlib.suppress(Exception):
-            await users.create(database, name)
-        out.append((await keys.issue(database, hasher, name))["key"])
+            user = await users.create(database, audit.SYSTEM, users.UserCreate(name=name))
+        out.append((await keys.issue(database, hasher, audit.SYSTEM, user.id)).raw_key)
     return out
 
 

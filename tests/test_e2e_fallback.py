@@ -26,8 +26,8 @@ from conftest import REPO, Gateway, LogCapture, start_site
 from bench import fake_bedrock
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
+from gateway import audit, keys, server
 from gateway import bedrock as bedrock_mod
-from gateway import keys, server
 
 CLAUDE = REPO / "tests" / "e2e" / "node_modules" / ".bin" / "claude"
 TIMEOUT = 120
@@ -114,7 +114,9 @@ async def test_claude_code_completes_a_task_on_bedrock_when_the_plan_fails(
     fake_bedrock_server, bedrock_url = bedrock
     gw: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock_url)
     issued = await gw.issue_key("dev")
-    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], fake_bedrock_server.api_key)
+    await keys.set_bedrock_key(
+        gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], fake_bedrock_server.api_key
+    )
 
     result = await run_claude(tmp_path / "home", f"{gw.url}/ak/{issued['key']}")
 

@@ -27,7 +27,7 @@ from conftest import Gateway, LogCapture, cli_env, free_port, run_cli
 from bench import fake_bedrock
 from bench.fake_anthropic import ERRORS, USAGE_LIMIT_MESSAGE, FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import keys, server
+from gateway import audit, keys, server
 
 PLAN_CREDENTIAL = "sk-ant-plan-credential-fallback-test"
 PLAN_HEADERS = {"x-api-key": PLAN_CREDENTIAL, "anthropic-version": "2023-06-01"}
@@ -79,7 +79,7 @@ def start(gateway_factory: Any, fake: tuple[FakeAnthropic, str], bedrock: FakeBe
 
 async def key_with_bedrock(gw: Gateway, bedrock: FakeBedrock, user: str = "dev", **kwargs: Any) -> dict[str, Any]:
     issued = await gw.issue_key(user, **kwargs)
-    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], bedrock.api_key)
+    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], bedrock.api_key)
     return issued
 
 
@@ -438,7 +438,9 @@ async def test_a_wrong_registered_bedrock_key_is_an_authentication_error(
     upstream, _ = fake
     gw = await start()
     issued = await gw.issue_key("dev")
-    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], "ABSK-not-the-right-one")
+    await keys.set_bedrock_key(
+        gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], "ABSK-not-the-right-one"
+    )
     upstream.queue("usage_limit")
     status, _, body = await post(http, f"{gw.url}/ak/{issued['key']}/v1/messages", BODY)
     assert status == 401 and orjson.loads(body)["error"]["type"] == "authentication_error"
@@ -637,7 +639,7 @@ async def test_sigv4_with_the_default_credential_chain(
     upstream, _ = fake
     gw = await start(bedrock_default_region="ap-southeast-2")
     issued = await gw.issue_key("dev", bedrock_region=key_region, bedrock_model=key_model)
-    await keys.update_bedrock(gw.database, issued["id"], default_credentials=True)
+    await keys.update(gw.database, audit.SYSTEM, issued["id"], keys.KeyUpdate(bedrock_default_credentials=True))
     upstream.queue("status:529")
 
     status, headers, body = await post(http, f"{gw.url}/ak/{issued['key']}/v1/messages", {**BODY, "stream": stream})
@@ -661,8 +663,8 @@ async def test_key_without_permission_for_default_credentials_has_no_fallback(
     upstream, _ = fake
     gw = await start()
     issued = await gw.issue_key("dev")
-    await keys.update_bedrock(gw.database, issued["id"], default_credentials=True)
-    await keys.update_bedrock(gw.database, issued["id"], default_credentials=False)
+    await keys.update(gw.database, audit.SYSTEM, issued["id"], keys.KeyUpdate(bedrock_default_credentials=True))
+    await keys.update(gw.database, audit.SYSTEM, issued["id"], keys.KeyUpdate(bedrock_default_credentials=False))
     upstream.queue("status:529")
     status, headers, _ = await post(http, f"{gw.url}/ak/{issued['key']}/v1/messages", BODY)
     assert (status, headers["x-ccproxy-fallback"]) == (529, "unavailable")
@@ -950,9 +952,9 @@ async def test_rotated_bedrock_key_is_used_at_once(
     issued = await gw.issue_key("dev")
     url = f"{gw.url}/ak/{issued['key']}/v1/messages"
     keyring = gw.app[server.KEYRING]
-    await keys.set_bedrock_key(gw.database, keyring, issued["id"], "ABSK-an-old-revoked-key")
+    await keys.set_bedrock_key(gw.database, keyring, audit.SYSTEM, issued["id"], "ABSK-an-old-revoked-key")
     assert (await post(http, url, BODY))[0] == 401
-    await keys.set_bedrock_key(gw.database, keyring, issued["id"], bedrock.api_key)
+    await keys.set_bedrock_key(gw.database, keyring, audit.SYSTEM, issued["id"], bedrock.api_key)
 
     async def answered() -> bool:
         return (await post(http, url, BODY))[0] == 200

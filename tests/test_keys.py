@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from bench.fake_anthropic import FakeAnthropic
-from gateway import errors, keys
+from gateway import audit, errors, keys, users
 
 if TYPE_CHECKING:
     from conftest import Gateway
@@ -148,30 +148,34 @@ async def test_the_database_never_holds_the_key_text(gateway: Gateway, http: aio
 
 async def test_issue_list_and_revoke(gateway: Gateway) -> None:
     issued = await gateway.issue_key("alice", bedrock_region="eu-west-1")
-    listed = await keys.list_for_user(gateway.database, "ALICE")
-    assert [k["id"] for k in listed] == [issued["id"]]
-    assert listed[0]["prefix"] == issued["key"][:9] + "…"
-    assert listed[0]["bedrock_region"] == "eu-west-1"
+    alice = await users.get_by_name(gateway.database, "ALICE")
+    listed = (await keys.list_for_user(gateway.database, alice.id)).items
+    assert [k.id for k in listed] == [issued["id"]]
+    assert listed[0].prefix == issued["key"][:9]  # the faces add the "…"
+    assert listed[0].bedrock_region == "eu-west-1"
     assert issued["key"] not in repr(listed)
-    assert all("key_hash" not in k and "key" not in k for k in listed)
-    revoked = await keys.revoke(gateway.database, issued["id"])
-    assert revoked["status"] == "revoked"
-    with pytest.raises(errors.InvalidRequest, match="already revoked"):
-        await keys.revoke(gateway.database, issued["id"])
+    assert all(not hasattr(k, "key_hash") and not hasattr(k, "raw_key") for k in listed)
+    revoked = await keys.revoke(gateway.database, audit.SYSTEM, issued["id"])
+    assert revoked.status == "revoked"
+    with pytest.raises(errors.Conflict, match="already revoked"):
+        await keys.revoke(gateway.database, audit.SYSTEM, issued["id"])
     with pytest.raises(errors.NotFound):
-        await keys.revoke(gateway.database, 987654)
+        await keys.revoke(gateway.database, audit.SYSTEM, 987654)
     with pytest.raises(errors.NotFound, match="nobody"):
-        await keys.list_for_user(gateway.database, "nobody")
+        await users.get_by_name(gateway.database, "nobody")
 
 
 async def test_keys_are_issued_only_to_existing_active_users(gateway: Gateway) -> None:
     await gateway.issue_key("alice")
     with pytest.raises(errors.NotFound, match="zed"):
-        await keys.issue(gateway.database, keys.KeyHasher(b"x"), "zed")
+        await users.get_by_name(gateway.database, "zed")
+    with pytest.raises(errors.NotFound, match="424242"):
+        await keys.issue(gateway.database, keys.KeyHasher(b"x"), audit.SYSTEM, 424242)
     async with gateway.database.acquire() as conn:
         await conn.execute("UPDATE users SET status = 'inactive' WHERE name = 'alice'")
-    with pytest.raises(errors.InvalidRequest, match="inactive"):
-        await keys.issue(gateway.database, keys.KeyHasher(b"x"), "alice")
+    alice = await users.get_by_name(gateway.database, "alice")
+    with pytest.raises(errors.Conflict, match="inactive"):
+        await keys.issue(gateway.database, keys.KeyHasher(b"x"), audit.SYSTEM, alice.id)
 
 
 # --- the request path's cache across instances ---------------------------------------------------
@@ -206,7 +210,7 @@ async def test_revoke_through_the_service_reaches_running_instances(
     for gateway in (first, second):
         assert await status_of(http, gateway, issued["key"]) == 200
         assert await status_of(http, gateway, keep) == 200
-    await keys.revoke(second.database, issued["id"])
+    await keys.revoke(second.database, audit.SYSTEM, issued["id"])
     assert await wait_for_status(http, [first, second], issued["key"], 404, within=1.0) < 1.0
     for gateway in (first, second):
         assert await status_of(http, gateway, keep) == 200  # only that key
@@ -255,7 +259,7 @@ async def test_a_lost_listener_reconnects_and_revocations_still_arrive(
     assert killed >= 1
     await asyncio.sleep(0.6)  # the listener's first reconnect backoff is 0.2 s
     assert await status_of(http, gateway, key) == 200
-    await keys.revoke(gateway.database, issued["id"])
+    await keys.revoke(gateway.database, audit.SYSTEM, issued["id"])
     assert await wait_for_status(http, [gateway], key, 404, within=1.0) < 1.0
 
 

@@ -220,12 +220,12 @@ async def test_unknown_or_malformed_keys_get_404(gateway: Gateway, http: aiohttp
 async def test_revoked_key_gets_404_and_nothing_reaches_the_plan(
     gateway: Gateway, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession
 ) -> None:
-    from gateway import keys
+    from gateway import audit, keys
 
     issued = await gateway.issue_key()
     url = f"{gateway.url}/ak/{issued['key']}/v1/messages"
     assert (await post(http, url, orjson.dumps(BODY)))[0] == 200
-    await keys.revoke(gateway.database, issued["id"])
+    await keys.revoke(gateway.database, audit.SYSTEM, issued["id"])
     await asyncio.sleep(0.3)
     before = len(fake[0].requests)
     status, _, body = await post(http, url, orjson.dumps(BODY))

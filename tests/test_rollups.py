@@ -25,7 +25,7 @@ from conftest import Gateway, cli_env, make_config, run_cli
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import db, keys, server, usage, users
+from gateway import audit, db, keys, server, usage, usage_reports, users
 
 MODEL = "claude-sonnet-4-5-20250929"
 HAIKU = "claude-haiku-4-5-20251001"
@@ -62,7 +62,7 @@ async def start_gateway(gateway_factory: Any, fake: tuple[FakeAnthropic, str], b
 
 async def bedrock_key(gw: Gateway, bedrock: FakeBedrock, user: str) -> dict[str, Any]:
     issued = await gw.issue_key(user)
-    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], bedrock.api_key)
+    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], bedrock.api_key)
     return issued
 
 
@@ -161,7 +161,7 @@ async def test_usage_summary_by_user_key_model_day_json_and_csv_equals_the_event
 
     # The same totals from every other granularity that tiles the day.
     for by in ("hour", "minute"):
-        result = await usage.summary(
+        result = await usage_reports.summary(
             gw.database,
             by=by,
             since=dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC),
@@ -201,10 +201,10 @@ async def test_rollups_bucket_by_local_time_in_a_non_utc_reporting_zone(
     database = await db.connect(config.replace(db_pool_size=1, db_max_overflow=1), database_url)
     try:
         db.load_queries()
-        await users.create(database, "kim")
+        kim = await users.create(database, audit.SYSTEM, users.UserCreate(name="kim"))
         hasher = keys.KeyHasher(keys.load_secret(config.key_hash_secret, config.data_path))
-        issued = await keys.issue(database, hasher, "kim")
-        user_id = (await users.get_by_name(database, "kim"))["id"]
+        issued = await keys.issue(database, hasher, audit.SYSTEM, kim.id)
+        user_id = kim.id
         events = [
             usage.UsageEvent(
                 request_id=usage.new_request_id(),
@@ -249,7 +249,7 @@ async def test_rollups_bucket_by_local_time_in_a_non_utc_reporting_zone(
         }
         assert by_day["totals"]["input_tokens"] == 60
         assert Decimal(by_day["totals"]["cost_usd"]) == Decimal("0.000738")
-        by_month = await usage.summary(
+        by_month = await usage_reports.summary(
             database,
             by="month",
             since=dt.datetime(2026, 11, 1, tzinfo=tz),

@@ -16,13 +16,14 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import msgspec
 import orjson
 import pytest
 from conftest import RECENT_USAGE_FIELDS
 
 from bench.fake_anthropic import FakeAnthropic
 from gateway import config as config_mod
-from gateway import db, usage
+from gateway import db, usage, usage_reports, users
 
 if TYPE_CHECKING:
     from conftest import Gateway
@@ -426,14 +427,16 @@ async def test_recent_lists_newest_first_with_the_documented_fields(
     await gateway.flush_usage()
     await asyncio.sleep(0.05)
     await gateway.flush_usage()
-    rows = await usage.recent(gateway.database, limit=20)
+    rows = [msgspec.structs.asdict(e) for e in await usage_reports.recent(gateway.database, limit=20)]
     assert [str(r["request_id"]) for r in rows] == sent[::-1]
-    documented = RECENT_USAGE_FIELDS
+    documented = RECENT_USAGE_FIELDS - {"user"}  # the CLI prints user_name as "user"
     assert documented <= set(rows[0])
-    assert [r["user"] for r in rows] == ["alice", "bob", "alice"]
+    assert [r["user_name"] for r in rows] == ["alice", "bob", "alice"]
     assert rows[0]["access_key_prefix"] == alice["key"][:9]
     assert all(r["created_at"].tzinfo is not None for r in rows)
     assert rows[0]["created_at"] >= rows[1]["created_at"] >= rows[2]["created_at"]
     assert rows[0]["created_at"] > dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    assert [str(r["request_id"]) for r in await usage.recent(gateway.database, limit=2)] == sent[::-1][:2]
-    assert [r["user"] for r in await usage.recent(gateway.database, limit=20, user="Bob")] == ["bob"]
+    latest = await usage_reports.recent(gateway.database, limit=2)
+    assert [str(e.request_id) for e in latest] == sent[::-1][:2]
+    bob = await users.get_by_name(gateway.database, "Bob")
+    assert [e.user_name for e in await usage_reports.recent(gateway.database, limit=20, user_id=bob.id)] == ["bob"]
