@@ -149,7 +149,12 @@ def test_a_bad_secret_value_is_named_but_never_shown() -> None:
 
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if s.secret], ids=lambda s: s.env)
 def test_secret_settings_accept_a_secrets_manager_arn(setting: Setting) -> None:
-    candidates = ("s3cr3t", "https://hooks.example.com/s3cr3t", "postgresql://u:from-secrets-manager@db/ccproxy")
+    candidates = (
+        "s3cr3t",
+        "https://hooks.example.com/s3cr3t",
+        "postgresql://u:from-secrets-manager@db/ccproxy",
+        "$2b$12$" + "a" * 53,  # a bcrypt hash
+    )
     resolved = next(raw for raw in candidates if _accepts(setting, raw))
     asked: list[str] = []
 
@@ -157,9 +162,20 @@ def test_secret_settings_accept_a_secrets_manager_arn(setting: Setting) -> None:
         asked.append(arn)
         return resolved
 
-    config = config_mod.load({setting.env: ARN}, resolve_secret=resolve)
+    # The bootstrap admin's hash comes with its username (both or neither).
+    companion = {"CCPROXY_ADMIN_USERNAME": "root"} if setting.field == "admin_password_hash" else {}
+    config = config_mod.load({setting.env: ARN, **companion}, resolve_secret=resolve)
     assert asked == [ARN]
     assert getattr(config, setting.field) == resolved
+
+
+def test_the_bootstrap_admin_needs_both_its_username_and_its_password_hash() -> None:
+    with pytest.raises(ConfigError, match="CCPROXY_ADMIN_USERNAME and CCPROXY_ADMIN_PASSWORD_HASH"):
+        config_mod.load({"CCPROXY_ADMIN_USERNAME": "root"})
+    with pytest.raises(ConfigError, match="CCPROXY_ADMIN_PASSWORD_HASH"):
+        config_mod.load({"CCPROXY_ADMIN_USERNAME": "root", "CCPROXY_ADMIN_PASSWORD_HASH": "hunter2"})
+    with pytest.raises(ConfigError, match="CCPROXY_JWT_SECRET"):
+        config_mod.load({"CCPROXY_JWT_SECRET": "too-short"})
 
 
 def test_secrets_are_not_resolved_when_not_arns() -> None:
