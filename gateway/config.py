@@ -220,6 +220,53 @@ SETTINGS: tuple[Setting, ...] = (
         _float_range(0, 3600),
         "On SIGTERM, seconds in-flight requests get to finish.",
     ),
+    # --- adversity: connection limits, parser limits, key-guessing throttle (issue 16) ---
+    Setting(
+        "header_timeout_seconds",
+        "10",
+        _float_range(0.5, 600),
+        "Seconds a client may take to send a request line and its headers (slowloris).",
+    ),
+    Setting(
+        "keepalive_seconds",
+        "75",
+        _float_range(1, 3600),
+        "Seconds an idle keep-alive client connection is kept open between requests.",
+    ),
+    Setting("max_request_line", "8190", _int_range(256, 65536), "Longest request line accepted (longer gets 414)."),
+    Setting("max_header_bytes", "16384", _int_range(1024, MiB), "Longest header line accepted (longer gets 431)."),
+    Setting("max_headers", "128", _int_range(16, 4096), "Most request headers accepted (more gets 431)."),
+    Setting("max_connections", "10000", _int_range(1, 1_000_000), "Open client connections in total (more get 503)."),
+    Setting(
+        "max_connections_per_address",
+        "2000",
+        _int_range(1, 1_000_000),
+        "Open client connections from one address (more get 503; behind a load balancer, its nodes).",
+    ),
+    Setting(
+        "key_miss_limit",
+        "30",
+        _int_range(1, 1_000_000),
+        "Unknown access keys one client address may present per window before it gets 429.",
+    ),
+    Setting(
+        "key_miss_window_seconds",
+        "60",
+        _float_range(1, 86400),
+        "Window (seconds) of the key-guessing throttle.",
+    ),
+    Setting(
+        "forwarded_hops",
+        "0",
+        _int_range(0, 8),
+        "Trusted proxies in front (1 behind an ALB): the client address is read from X-Forwarded-For.",
+    ),
+    Setting(
+        "db_connect_retry_seconds",
+        "30",
+        _float_range(0, 3600),
+        "How long `ccproxy serve` keeps retrying an unreachable database before giving up.",
+    ),
     Setting(
         "minute_rollup_days",
         "14",
@@ -366,6 +413,17 @@ class Config:
     usage_flush_ms: int
     usage_queue_max: int
     drain_seconds: float
+    header_timeout_seconds: float
+    keepalive_seconds: float
+    max_request_line: int
+    max_header_bytes: int
+    max_headers: int
+    max_connections: int
+    max_connections_per_address: int
+    key_miss_limit: int
+    key_miss_window_seconds: float
+    forwarded_hops: int
+    db_connect_retry_seconds: float
     minute_rollup_days: int
     budget_refresh_seconds: float
     alert_webhook_url: str | None

@@ -43,7 +43,13 @@ def generate() -> str:
 
 def mask(key: str) -> str:
     """What logs and lists show of a key: `ak_` + 6 characters + `…`."""
-    return key[:9] + "…" if key.startswith(KEY_PREFIX) else "(not an access key)"
+    prefix = key[:9]
+    # Only printable ASCII reaches a log line: a path may carry any byte (issue 16).
+    return (
+        prefix + "…"
+        if key.startswith(KEY_PREFIX) and prefix.isascii() and prefix.isprintable()
+        else "(not an access key)"
+    )
 
 
 def display_prefix(key: str) -> str:
@@ -443,7 +449,9 @@ class KeyCache:
             if expires > time.monotonic():
                 raise errors.NotFound("Not found")
             del self._unknown[digest]
-        ctx = await self._load(digest)
+        # Shielded: a caller that leaves (client disconnect cancels its handler) must not
+        # cancel the query other requests for the same key are waiting on.
+        ctx = await asyncio.shield(self._load(digest))
         if ctx is None:
             raise errors.NotFound("Not found")
         return ctx

@@ -26,7 +26,21 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from gateway import bedrock, circuit, envelope, errors, keys, limits, log, metrics, price_table, pricing, sse, usage
+from gateway import (
+    bedrock,
+    circuit,
+    envelope,
+    errors,
+    guard,
+    keys,
+    limits,
+    log,
+    metrics,
+    price_table,
+    pricing,
+    sse,
+    usage,
+)
 from gateway.config import Config
 from gateway.upstream import PlanClient, PlanConnectionError, PlanResponse
 
@@ -46,6 +60,13 @@ LOST_MID_STREAM = (
     b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
     b'"message":"The upstream connection was lost mid-stream."}}\n\n'
 )
+# A plan stream that ended (cleanly or not) before `message_stop`: Claude Code must see
+# it was cut, and retries an overloaded_error (issue 16).
+TRUNCATED = (
+    b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+    b'"message":"The upstream stream ended before message_stop."}}\n\n'
+)
+MAX_MODEL_CHARS = 256
 
 _ZERO = Decimal(0)
 _NO_USAGE = sse.UsageCounts()  # read-only stand-in for an answer that reported none
@@ -119,6 +140,13 @@ class Call:
             raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
         except msgspec.DecodeError:
             raise errors.InvalidRequest("Request body is not valid JSON.") from None
+        except RecursionError:  # msgspec's fixed depth limit (about 1,000 levels)
+            raise errors.InvalidRequest("Request body nests JSON too deeply.") from None
+        model = fields.model
+        if model is not None and (len(model) > MAX_MODEL_CHARS or "\x00" in model):
+            # It is recorded with the usage: PostgreSQL text refuses NUL, and a huge name
+            # would bloat every row and log line.
+            raise errors.InvalidRequest("model must be a model name (at most 256 characters, no NUL).")
         self.body = body
         self.model = fields.model
         self.stream = fields.stream and self.endpoint == "messages"
@@ -243,6 +271,8 @@ class Relay:
         self.sigv4 = bedrock.SigV4Auth()  # the deployment's default AWS credential chain
         self._plan_key = config.plan_api_key
         self._ping_interval = config.ping_interval
+        self._forwarded_hops = config.forwarded_hops
+        self.key_guard = guard.KeyGuard(config.key_miss_limit, config.key_miss_window_seconds)
 
     # --- one request, top to bottom ----------------------------------------------------
 
@@ -256,9 +286,14 @@ class Relay:
         try:
             try:
                 ctx = await self.keys.lookup(key)
+            except errors.NotFound as exc:
+                # Key guessing (issue 16): past N misses from one address, 429 instead.
+                address = guard.client_address(request, self._forwarded_hops)
+                throttled = self.key_guard.miss(address, time.monotonic())
+                return self._unidentified(throttled or exc, request_id, endpoint, key, started)
             except errors.GatewayError as exc:
                 return self._unidentified(exc, request_id, endpoint, key, started)
-            call = Call(request_id, endpoint, started, ctx, request.headers.get(SESSION_HEADER))
+            call = Call(request_id, endpoint, started, ctx, _clean_header(request.headers.get(SESSION_HEADER)))
             outcome = None
             try:
                 outcome = await self._answer(request, call, upstream_path, org_mode)
@@ -268,6 +303,16 @@ class Relay:
                 outcome = call.abandoned or Outcome(None, "none")
                 outcome.error_class = "client_disconnected"
                 raise
+            except Exception as exc:
+                # A bug, not the caller's fault: answered in Anthropic's shape and recorded
+                # as internal_error (the class and place go to the log, never the message).
+                logger.error("internal_error", error=type(exc).__name__, where=guard.where(exc))
+                if call.abandoned is not None:  # mid-stream: nothing else can be sent
+                    outcome = call.abandoned
+                    outcome.error_class = "internal_error"
+                    raise
+                failed = errors.InternalError("The gateway failed to handle this request.")
+                outcome = refusal(failed, request_id, error_class="internal_error")
             finally:
                 self._meter(call, outcome or Outcome(None, "none", error_class="internal_error"))
             assert outcome.response is not None
@@ -493,23 +538,31 @@ class Relay:
                 await write(chunk)
                 chunk = await read()
         except (PlanConnectionError, TimeoutError):
-            # The plan died mid-stream: tell the client in-band, as Anthropic does.
             broke = "network_error"
-            if at_boundary():
-                with contextlib.suppress(ConnectionResetError):
-                    await write(LOST_MID_STREAM)
         except ConnectionResetError:
             broke = "client_disconnected"
         finally:
             pinger.stop()
         counts = outcome.usage or _NO_USAGE
         outcome.error_class = counts.error_type or broke or (None if counts.seen_stop else "stream_incomplete")
+        if outcome.error_class in ("network_error", "stream_incomplete"):
+            outcome.error_class = await self._truncated(write, scanner)
         if broke != "client_disconnected":
             try:
                 await response.write_eof()
             except ConnectionResetError:
                 outcome.error_class = "client_disconnected"
         return outcome
+
+    @staticmethod
+    async def _truncated(write: Callable[[bytes], Awaitable[None]], scanner: sse.UsageScanner | None) -> str:
+        """The upstream stream ended (closed or broke) before `message_stop` and before any
+        error event of its own: say so in-band, as Anthropic does, so the client knows.
+        A cut inside an event is ended first (a blank line), so the error is its own event."""
+        tail = TRUNCATED if scanner is None or scanner.at_event_boundary() else b"\n\n" + TRUNCATED
+        with contextlib.suppress(ConnectionResetError):
+            await write(tail)
+        return "upstream_truncated"
 
     # --- headers --------------------------------------------------------------------------
 
@@ -632,6 +685,16 @@ class Relay:
 
 
 _SSE_NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _clean_header(value: str | None) -> str | None:
+    """A client header value fit for a usage row and a log line: aiohttp hands over any
+    byte (as a surrogate), which neither PostgreSQL nor JSON accepts; bounded."""
+    if value is None:
+        return None
+    if not value.isascii() or "\x00" in value:
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
+    return value[:200]
 
 
 def _request_line(

@@ -549,7 +549,9 @@ class PlanClient:
         if body is not None or method == "POST":
             lines.append(f"Content-Length: {len(body) if body else 0}\r\n")
         lines.append("\r\n")
-        request_head = "".join(lines).encode("utf-8")
+        # aiohttp decodes request headers as UTF-8 with surrogateescape, so any byte a
+        # client sent in a header value goes upstream as that same byte (issue 16).
+        request_head = "".join(lines).encode("utf-8", "surrogateescape")
         loop = asyncio.get_running_loop()
         deadline = None if head_timeout is None else loop.time() + head_timeout
         conn = self._take()

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import audit, db, keys, log, server, teams, users
+from gateway import audit, db, guard, keys, log, server, teams, users
 from gateway import config as config_mod
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,8 +158,14 @@ async def database_url(pg_dsn: str) -> AsyncIterator[str]:
         await conn.close()
 
 
-async def start_site(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+async def start_site(app: web.Application, config: config_mod.Config | None = None) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a loopback port; a gateway (`config` given) through the runner
+    `ccproxy serve` uses, with its limits, timeouts and caps."""
+    runner = (
+        guard.GatewayRunner(app, config, shutdown_timeout=2)
+        if config
+        else web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -244,7 +250,7 @@ async def gateway_factory(tmp_path: Path, database_url: str) -> AsyncIterator[An
         config = make_config(tmp_path, database_url, plan_url, **overrides)
         # Instances may share a data dir; a usage journal has exactly one writer process.
         app = server.create_app(config, journal_dir=tmp_path / f"journal-{len(runners)}")
-        runner, url = await start_site(app)
+        runner, url = await start_site(app, config)
         runners.append(runner)
         return Gateway(url, app, config)
 
