@@ -134,22 +134,29 @@ class Call:
                 raise _too_large(limit)
             chunks.append(chunk)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        try:
-            fields = _decode_envelope(body)
-        except msgspec.ValidationError as exc:
-            raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
-        except msgspec.DecodeError:
-            raise errors.InvalidRequest("Request body is not valid JSON.") from None
-        except RecursionError:  # msgspec's fixed depth limit (about 1,000 levels)
-            raise errors.InvalidRequest("Request body nests JSON too deeply.") from None
-        model = fields.model
-        if model is not None and (len(model) > MAX_MODEL_CHARS or "\x00" in model):
-            # It is recorded with the usage: PostgreSQL text refuses NUL, and a huge name
-            # would bloat every row and log line.
-            raise errors.InvalidRequest("model must be a model name (at most 256 characters, no NUL).")
+        fields = parse_envelope(body)
         self.body = body
         self.model = fields.model
         self.stream = fields.stream and self.endpoint == "messages"
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """The fields the gateway reads from a request body, or InvalidRequest (any bytes in:
+    one of the two out, nothing else escapes)."""
+    try:
+        fields = _decode_envelope(body)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
+    except msgspec.DecodeError:
+        raise errors.InvalidRequest("Request body is not valid JSON.") from None
+    except RecursionError:  # msgspec's fixed depth limit (about 1,000 levels)
+        raise errors.InvalidRequest("Request body nests JSON too deeply.") from None
+    model = fields.model
+    if model is not None and (len(model) > MAX_MODEL_CHARS or "\x00" in model):
+        # It is recorded with the usage: PostgreSQL text refuses NUL, and a huge name
+        # would bloat every row and log line.
+        raise errors.InvalidRequest("model must be a model name (at most 256 characters, no NUL).")
+    return fields
 
 
 def _too_large(limit: int) -> errors.RequestTooLarge:
