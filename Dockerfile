@@ -2,13 +2,11 @@
 #
 # ClaudeCodeProxy gateway image (SPEC §10: multi-stage, non-root, health-checks /health).
 #
-# Layout choice: the gateway reads `sql/` and `migrations/` at run time from the directory
-# above the package (`Path(gateway.__file__).parent.parent / "sql"`). A plain
-# `pip install .` would put `gateway/` in site-packages, away from those folders. So the
-# build stage copies the source tree to /app, installs the dependencies into a venv at
-# /opt/venv, and installs the project itself *editable* (`pip install --no-deps -e .`):
-# `ccproxy` is on PATH and `gateway` is imported from /app/gateway, next to /app/sql and
-# /app/migrations. The runtime stage copies /opt/venv and /app to the same paths.
+# Layout: the build stage builds a wheel from the checkout and installs it into a venv at
+# /opt/venv, like any Python package (SPEC §9). The wheel carries `sql/`, `migrations/`,
+# `docs/openapi.yaml` and the dashboard export inside the package (setup.py copies them to
+# gateway/_shipped/; gateway/resources.py finds them), so the runtime stage needs only
+# /opt/venv: no source tree, no editable install.
 
 # --- Dashboard build stage (placeholder) -------------------------------------------------
 # The Next.js dashboard (SPEC §8, static export) will be built here by a later issue:
@@ -20,9 +18,9 @@
 #   COPY dashboard/ ./
 #   RUN npm run build                       # static export into /dashboard/out
 #
-# and the runtime stage will add:
+# and the build stage will add, before the wheel is built (so the wheel carries it):
 #
-#   COPY --from=dashboard /dashboard/out /app/dashboard/out
+#   COPY --from=dashboard /dashboard/out /src/dashboard/out
 
 # --- Python build stage -------------------------------------------------------------------
 FROM python:3.11-slim AS build
@@ -34,7 +32,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:$PATH"
 
-WORKDIR /app
+WORKDIR /src
 
 # Dependencies first, in their own layer: setup.cfg changes far less often than the code.
 # With no package directories copied yet, `pip install .` installs only install_requires.
@@ -42,12 +40,12 @@ WORKDIR /app
 COPY setup.cfg pyproject.toml README.md* ./
 RUN pip install --no-cache-dir .
 
-COPY gateway/ gateway/
-COPY bench/ bench/
-COPY sql/ sql/
-COPY migrations/ migrations/
-RUN pip install --no-cache-dir --no-deps -e . \
-    && test -d /app/sql && test -d /app/migrations
+# The whole build context (.dockerignore keeps tests, infra and local state out), then the
+# wheel, installed over the dependency-only install of the same version.
+COPY . ./
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && pip install --no-cache-dir --no-deps --force-reinstall /wheels/claudecodeproxy-*.whl \
+    && python -c "import gateway.db as d; assert d.SQL_DIR.is_dir() and d.MIGRATIONS_DIR.is_dir(), d.SQL_DIR"
 
 # --- Runtime stage --------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
@@ -62,11 +60,10 @@ RUN groupadd --system --gid 10001 ccproxy \
        --shell /usr/sbin/nologin ccproxy
 
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
 
-# The code stays root-owned (read-only to the gateway); only the data directory is
-# writable: usage journal while the database is away, embedded PostgreSQL when no
-# CCPROXY_DATABASE_URL is set (the default CCPROXY_DATA_DIR is ./.ccproxy).
+# The code stays root-owned in /opt/venv (read-only to the gateway); only the data
+# directory is writable: usage journal while the database is away, embedded PostgreSQL
+# when no CCPROXY_DATABASE_URL is set (the default CCPROXY_DATA_DIR is ./.ccproxy).
 RUN mkdir -p /app/.ccproxy && chown ccproxy:ccproxy /app/.ccproxy
 
 WORKDIR /app

@@ -1300,13 +1300,13 @@ def scenario_claude_code(stack: Stack) -> dict[str, Any]:
     }
 
 
-USAGE_BENCH_MODULE = "gateway.usage_bench"
+USAGE_BENCH_MODULE = "bench.usage_bench"
 
 
 def scenario_usage_writer(stack: Stack) -> dict[str, Any]:
-    """Sustained usage events/s into PostgreSQL (with rollups), via `gateway.usage_bench`.
+    """Sustained usage events/s into PostgreSQL (with rollups), via `bench.usage_bench`.
 
-    Interface (documented in bench/README.md): `python -m gateway.usage_bench --seconds S
+    Interface (documented in bench/README.md): `python -m bench.usage_bench --seconds S
     [--quick]`, run with CCPROXY_DATA_DIR set to an empty directory (embedded PostgreSQL),
     prints one JSON object on its last stdout line with at least `events_per_s`
     (and optionally `events`, `seconds`, `rollup_rows`, `batch_rows`, `flush_p99_ms`).

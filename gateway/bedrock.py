@@ -24,7 +24,7 @@ import yarl
 
 from gateway import errors
 from gateway.config import Config
-from gateway.eventstream import BedrockSSETranslator, OnEvent, error_class
+from gateway.eventstream import BedrockSSETranslator, OnEvent, bedrock_error, error_class
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -176,9 +176,7 @@ class SigV4Auth:
 
                     credentials = await aioboto3.Session().get_credentials()
                     if credentials is None:
-                        raise errors.AuthenticationFailed(
-                            "Bedrock fallback has no AWS credentials in the default chain"
-                        )
+                        raise errors.FallbackAccessDenied("no AWS credentials in the default chain")
                     self._credentials = credentials
         return self._credentials
 
@@ -238,7 +236,8 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
         if not code:
             code = str(data.get("__type") or "").rsplit("#", 1)[-1]
     error = error_class(code, resp.status)
-    raise error(message or f"Bedrock returned HTTP {resp.status} {code.split(':', 1)[0]}".strip())
+    message = message or f"Bedrock returned HTTP {resp.status} {code.split(':', 1)[0]}".strip()
+    raise bedrock_error(error, message, resp.headers.get("retry-after"))
 
 
 def _unavailable(exc: BaseException) -> errors.GatewayError:

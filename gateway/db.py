@@ -24,10 +24,11 @@ import orjson
 import structlog
 
 from gateway import config as config_mod
+from gateway import resources
 
-ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = ROOT / "sql"
-MIGRATIONS_DIR = ROOT / "migrations"
+# Beside the package in a checkout, inside it in an installed wheel (gateway.resources).
+SQL_DIR = resources.sql_dir()
+MIGRATIONS_DIR = resources.migrations_dir()
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$")
 _VALID_NAME = re.compile(r"^[a-z]+(-[a-z0-9]+)+$")

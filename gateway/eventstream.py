@@ -239,7 +239,8 @@ def error_class(code: str | None, status: int | None = None) -> type[errors.Gate
     """
     name = (code or "").split(":", 1)[0].strip().lower().removesuffix("exception")
     if name in _AUTH_CODES:
-        return errors.AuthenticationFailed
+        # The gateway's own credentials or model access: never a 401/403 (SPEC §4).
+        return errors.FallbackAccessDenied
     if name in ("throttling", "toomanyrequests", "servicequotaexceeded"):
         # ServiceQuotaExceeded is a 400 in Bedrock's API but means "too much", like a 429.
         return errors.RateLimited
@@ -248,12 +249,27 @@ def error_class(code: str | None, status: int | None = None) -> type[errors.Gate
     if name in ("modelstreamerror", "modeltimeout"):
         return errors.UpstreamFailed
     if status in (401, 403):
-        return errors.AuthenticationFailed
+        return errors.FallbackAccessDenied
     if status == 429:
         return errors.RateLimited
     if status == 400:
         return errors.InvalidRequest
     return errors.Overloaded
+
+
+# Bedrock's throttling answers carry no retry-after; Claude Code's client waits this long
+# before it tries again (SPEC §4: throttling stays a 429 with retry-after).
+THROTTLE_RETRY_AFTER = "10"
+
+
+def bedrock_error(
+    error: type[errors.GatewayError], message: str, retry_after: str | None = None
+) -> errors.GatewayError:
+    """The exception for a Bedrock failure before the first byte; a throttle says when to
+    retry (Bedrock's own `retry-after` when it sent one)."""
+    if issubclass(error, errors.RateLimited):
+        return error(message, headers={"retry-after": retry_after or THROTTLE_RETRY_AFTER})
+    return error(message)
 
 
 def sse_error(error_type: str, message: str) -> bytes:
@@ -272,7 +288,7 @@ class StreamFailure:
         self.message = message
 
     def exception(self) -> errors.GatewayError:
-        return self.error(self.message)
+        return bedrock_error(self.error, self.message)
 
     def __repr__(self) -> str:
         return f"StreamFailure({self.error.__name__}, {self.message!r})"
@@ -368,7 +384,8 @@ class BedrockSSETranslator:
             return b""
         self.finished = True
         self.failure = StreamFailure(error, message)
-        event = sse_error(error.error_type, message)
+        # The message as the error class words it (an access denial says who must act).
+        event = sse_error(error.error_type, error(message).message)
         if self._on_event is not None:
             self._on_event(b"error", event[len(b"event: error\ndata: ") : -2])
         return event

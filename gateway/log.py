@@ -29,6 +29,7 @@ REQUEST_METRICS = [
     {"Name": "RequestLatency", "Unit": "Milliseconds"},
     {"Name": "ErrorCount", "Unit": "Count"},
     {"Name": "FallbackCount", "Unit": "Count"},
+    {"Name": "FallbackFailedCount", "Unit": "Count"},  # Bedrock failed after the plan did
     {"Name": "BedrockTokensUsed", "Unit": "Count"},
     {"Name": "BedrockCost", "Unit": "None"},
 ]

@@ -34,6 +34,7 @@ class Counters:
         "bedrock_tokens",
         "circuit_open",
         "errors",
+        "fallback_failures",
         "fallbacks",
         "latency_buckets",
         "latency_count",
@@ -45,6 +46,8 @@ class Counters:
         self.requests: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.errors = 0
         self.fallbacks = 0
+        # Fallbacks whose Bedrock call failed before the first byte, by the Bedrock error's class.
+        self.fallback_failures: defaultdict[str, int] = defaultdict(int)
         self.circuit_open = 0
         self.bedrock_tokens = 0
         self.bedrock_cost = 0.0
@@ -59,6 +62,9 @@ class Counters:
         self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
         self.latency_sum += latency_ms
         self.latency_count += 1
+
+    def fallback_failed(self, error_class: str) -> None:
+        self.fallback_failures[error_class] += 1
 
     def render(self, gauges: dict[str, float] | None = None) -> str:
         lines = [
@@ -75,6 +81,12 @@ class Counters:
             ("ccproxy_bedrock_cost_usd_total", self.bedrock_cost, "Bedrock cost in USD."),
         ):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+        lines += [
+            "# HELP ccproxy_fallback_failures_total Fallbacks whose Bedrock call failed, by error class.",
+            "# TYPE ccproxy_fallback_failures_total counter",
+        ]
+        for error_class, n in sorted(self.fallback_failures.items()):
+            lines.append(f'ccproxy_fallback_failures_total{{error_class="{error_class}"}} {n}')
         lines += [
             "# HELP ccproxy_request_latency_ms Request latency in milliseconds.",
             "# TYPE ccproxy_request_latency_ms histogram",

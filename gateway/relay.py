@@ -231,7 +231,8 @@ class PlanFailure:
         self.ttfb = ttfb
 
     def relayed(self, call: Call, fallback_state: str, **fields: Any) -> Outcome:
-        """The plan's failure as the answer, marked with `x-ccproxy-fallback`."""
+        """The plan's failure as the answer, marked with `x-ccproxy-fallback`; `fields`
+        say what the usage row records (by default: the plan failed, nothing else ran)."""
         if self.reply is not None:
             self.reply.headers["x-ccproxy-fallback"] = fallback_state
             response = self.reply
@@ -242,7 +243,8 @@ class PlanFailure:
             response.headers["x-ccproxy-fallback"] = fallback_state
         fields.setdefault("provider", "plan")
         fields.setdefault("error_class", self.outcome)
-        return Outcome(response, plan_outcome=self.outcome, fallback_state=fallback_state, ttfb=self.ttfb, **fields)
+        fields.setdefault("plan_outcome", self.outcome)
+        return Outcome(response, fallback_state=fallback_state, ttfb=self.ttfb, **fields)
 
 
 class Relay:
@@ -504,8 +506,17 @@ class Relay:
     def _bedrock_failed(
         self, call: Call, exc: errors.GatewayError, failure: PlanFailure | None, fields: dict[str, Any]
     ) -> Outcome:
-        """Bedrock failed before the first byte: an HTTP error in Anthropic's shape (SPEC §4)."""
-        return refusal(exc, call.request_id, "bedrock", **fields)
+        """Bedrock failed before the first byte (SPEC §3, §4). After a plan failure the
+        client gets exactly what it would have got with no fallback (the plan's own error,
+        whose wording Claude Code reads, or the gateway's timeout or network error), marked
+        `x-ccproxy-fallback: failed`; the Bedrock error is logged, counted and recorded.
+        With no plan answer to relay (circuit open), Bedrock's error is the answer."""
+        klass = exc.recorded_class
+        if failure is None:
+            return refusal(exc, call.request_id, "bedrock", **fields)
+        logger.warning("bedrock_fallback_failed", error_class=klass, status=exc.status, message=exc.message)
+        self.counters.fallback_failed(klass)
+        return failure.relayed(call, "failed", provider="bedrock", error_class=klass, **fields)
 
     # --- the one streaming loop ------------------------------------------------------------
 
@@ -640,7 +651,7 @@ class Relay:
             session_id=call.session_id,
         )
         self.writer.add(event)
-        is_error = event.status >= 500 or event.error_class in _ERROR_CLASSES
+        is_error = event.status >= 500 or event.error_class in _ERROR_CLASSES or outcome.fallback_state == "failed"
         self.counters.observe(event.provider, event.status, latency_ms, event.is_fallback, is_error)
         log.request_line(_request_line(call, outcome, event, is_error, bedrock_tokens))
 
@@ -685,7 +696,7 @@ class Relay:
                 "status": exc.status,
                 "error_class": exc.recorded_class,
                 "latency_ms": round(latency_ms, 3),
-                **_request_metrics(latency_ms, is_error, False, 0, _ZERO),
+                **_request_metrics(latency_ms, is_error, False, 0, _ZERO, False),
             }
         )
         return error_response(exc, request_id)
@@ -736,12 +747,14 @@ def _request_line(
         "latency_ms": round(latency_ms, 3),
         "ttfb_ms": round(ttfb_ms, 3) if ttfb_ms is not None else None,
         "session_id": event.session_id,
-        **_request_metrics(latency_ms, is_error, event.is_fallback, bedrock_tokens, event.cost_usd),
+        **_request_metrics(
+            latency_ms, is_error, event.is_fallback, bedrock_tokens, event.cost_usd, outcome.fallback_state == "failed"
+        ),
     }
 
 
 def _request_metrics(
-    latency_ms: float, is_error: bool, fallback: bool, bedrock_tokens: int, cost: Decimal
+    latency_ms: float, is_error: bool, fallback: bool, bedrock_tokens: int, cost: Decimal, fallback_failed: bool
 ) -> dict[str, Any]:
     return log.emf(
         log.REQUEST_METRICS,
@@ -750,6 +763,7 @@ def _request_metrics(
             "RequestLatency": round(latency_ms, 3),
             "ErrorCount": int(is_error),
             "FallbackCount": int(fallback),
+            "FallbackFailedCount": int(fallback_failed),
             "BedrockTokensUsed": bedrock_tokens,
             "BedrockCost": float(cost),
         },

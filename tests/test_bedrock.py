@@ -253,7 +253,7 @@ async def test_non_stream_body_is_the_message_as_bedrock_sent_it(fake, session):
 
 ERROR_CASES = [
     ("throttle", errors.RateLimited, 429, "rate_limit_error"),
-    ("denied", errors.AuthenticationFailed, 401, "authentication_error"),
+    ("denied", errors.FallbackAccessDenied, 500, "api_error"),
     ("validation", errors.InvalidRequest, 400, "invalid_request_error"),
     ("unavailable", errors.Overloaded, 529, "overloaded_error"),
     ("error:424:ModelStreamErrorException", errors.UpstreamFailed, 500, "api_error"),
@@ -261,12 +261,7 @@ ERROR_CASES = [
     ("error:500:InternalServerException", errors.Overloaded, 529, "overloaded_error"),
     ("error:404:ResourceNotFoundException", errors.Overloaded, 529, "overloaded_error"),
     ("error:400:ServiceQuotaExceededException", errors.RateLimited, 429, "rate_limit_error"),
-    (
-        "error:401:UnrecognizedClientException",
-        errors.AuthenticationFailed,
-        401,
-        "authentication_error",
-    ),
+    ("error:401:UnrecognizedClientException", errors.FallbackAccessDenied, 500, "api_error"),
 ]
 
 
@@ -282,12 +277,21 @@ async def test_errors_before_first_byte_raise_spec_mapped_errors(
     assert info.value.message  # Bedrock's own message, for Claude Code to show
 
 
-async def test_wrong_credentials_are_authentication_errors(fake, session):
-    with pytest.raises(errors.AuthenticationFailed):
+async def test_wrong_credentials_are_the_operators_problem_never_a_401(fake, session):
+    """The developer cannot fix the gateway's Bedrock credentials (SPEC §4)."""
+    with pytest.raises(errors.FallbackAccessDenied, match="operator must fix"):
         await call(fake, session, auth=bedrock.BearerAuth("wrong"))
     bad_sig = bedrock.SigV4Auth(AioCredentials("AKIDFAKEBEDROCK", "not-the-secret"))
-    with pytest.raises(errors.AuthenticationFailed):
+    with pytest.raises(errors.FallbackAccessDenied):
         await call(fake, session, auth=bad_sig, stream=False)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+async def test_throttling_says_when_to_retry(fake, session, stream):
+    fake.queue("throttle")
+    with pytest.raises(errors.RateLimited) as info:
+        await call(fake, session, stream=stream)
+    assert int(info.value.headers["retry-after"]) > 0
 
 
 async def test_body_bedrock_would_reject_is_invalid_request(fake, session):

@@ -285,7 +285,7 @@ def test_generic_error_message_type_uses_its_error_code_headers():
         b"",
     )
     out = BedrockSSETranslator().feed(frame)
-    assert b'"authentication_error"' in out and b'"no"' in out
+    assert b'"api_error"' in out and b"operator must fix this (no)" in out
 
 
 def test_bad_chunk_payload_becomes_an_error_event_after_the_good_ones():
@@ -323,10 +323,10 @@ def test_stream_ending_without_message_stop_is_an_error():
         (
             "AccessDeniedException:http://internal.amazon.com/coral/com.amazon.bedrock/",
             403,
-            errors.AuthenticationFailed,
+            errors.FallbackAccessDenied,
         ),
-        ("", 401, errors.AuthenticationFailed),
-        ("UnrecognizedClientException", 403, errors.AuthenticationFailed),
+        ("", 401, errors.FallbackAccessDenied),
+        ("UnrecognizedClientException", 403, errors.FallbackAccessDenied),
         ("ThrottlingException", 429, errors.RateLimited),
         ("", 429, errors.RateLimited),
         ("ServiceQuotaExceededException", 400, errors.RateLimited),

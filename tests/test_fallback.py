@@ -363,25 +363,140 @@ async def test_all_cost_components_from_the_price_table(
 
 # --- Bedrock errors -------------------------------------------------------------------------------
 
+# The fake Bedrock's failures before the first byte, and what SPEC §4 maps each to when
+# there is no plan answer to relay (the key's circuit is open). The last field is what the
+# usage row and the log record as the Bedrock error's class.
+BEDROCK_FAILURES = [
+    pytest.param("denied", 500, "api_error", "bedrock_access_denied", id="denied"),
+    pytest.param("throttle", 429, "rate_limit_error", "rate_limit_error", id="throttle"),
+    pytest.param("validation", 400, "invalid_request_error", "invalid_request_error", id="validation"),
+    pytest.param("unavailable", 529, "overloaded_error", "overloaded_error", id="unavailable"),
+    pytest.param("exception_first", 429, "rate_limit_error", "rate_limit_error", id="first-frame-throttle"),
+    pytest.param(
+        "exception_first:validationException", 400, "invalid_request_error", "invalid_request_error", id="ff-valid"
+    ),
+    pytest.param("exception_first:modelStreamErrorException", 500, "api_error", "api_error", id="ff-model-stream"),
+    pytest.param("exception_first:modelTimeoutException", 500, "api_error", "api_error", id="ff-model-timeout"),
+    pytest.param(
+        "exception_first:internalServerException", 529, "overloaded_error", "overloaded_error", id="ff-internal"
+    ),
+    pytest.param("error:500:InternalServerException", 529, "overloaded_error", "overloaded_error", id="500"),
+    pytest.param("reset", 529, "overloaded_error", "overloaded_error", id="reset"),
+]
+
+
+def fallback_failures(text: str) -> dict[str, float]:
+    """ccproxy_fallback_failures_total by error class, from the /metrics text."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ccproxy_fallback_failures_total{"):
+            name, value = line.rsplit(" ", 1)
+            out[name.split('"')[1]] = float(value)
+    return out
+
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-@pytest.mark.parametrize(
-    ("scenario", "status", "error_type"),
-    [
-        ("denied", 401, "authentication_error"),
-        ("throttle", 429, "rate_limit_error"),
-        ("validation", 400, "invalid_request_error"),
-        ("unavailable", 529, "overloaded_error"),
-        ("exception_first", 429, "rate_limit_error"),
-        ("exception_first:validationException", 400, "invalid_request_error"),
-        ("exception_first:modelStreamErrorException", 500, "api_error"),
-        ("exception_first:modelTimeoutException", 500, "api_error"),
-        ("exception_first:internalServerException", 529, "overloaded_error"),
-        ("error:500:InternalServerException", 529, "overloaded_error"),
-        ("reset", 529, "overloaded_error"),
-    ],
-)
-async def test_bedrock_errors_before_the_first_byte_are_http_errors(
+@pytest.mark.parametrize(("scenario", "_status", "_error_type", "bedrock_class"), BEDROCK_FAILURES)
+async def test_a_failed_fallback_answers_the_plans_own_error_marked_failed(
+    start: Start,
+    fake: tuple[FakeAnthropic, str],
+    bedrock: FakeBedrock,
+    http: aiohttp.ClientSession,
+    logs: LogCapture,
+    scenario: str,
+    _status: int,
+    _error_type: str,
+    bedrock_class: str,
+    stream: bool,
+) -> None:
+    """SPEC §3: a plan 429 (usage limit) then a Bedrock failure must not turn into, say, a
+    401 that sends the developer to log in again: they get the plan's answer unchanged."""
+    upstream, _ = fake
+    gw = await start()
+    key = (await key_with_bedrock(gw, bedrock))["key"]
+    upstream.queue("usage_limit")
+    bedrock.queue(scenario)
+
+    status, headers, body = await post(http, f"{gw.url}/ak/{key}/v1/messages", {**BODY, "stream": stream})
+
+    # byte for byte the plan's own error: Claude Code shows its wording and reset time
+    assert status == 429, body
+    assert body == orjson.dumps(
+        {
+            "type": "error",
+            "error": {"type": "rate_limit_error", "message": USAGE_LIMIT_MESSAGE},
+            "request_id": "req_fakeerror",
+        }
+    )
+    assert (headers["retry-after"], headers["request-id"]) == ("7", "req_fakeerror")
+    assert (headers["x-ccproxy-provider"], headers["x-ccproxy-fallback"]) == ("plan", "failed")
+    assert len(bedrock.requests) == 1  # it was tried, once
+    [row] = await gw.usage_rows()
+    assert (row["provider"], row["is_fallback"], row["status"], row["error_class"]) == (
+        "bedrock",
+        True,
+        429,
+        bedrock_class,
+    )
+    assert row["upstream_model"] == SONNET_ID and row["cost_usd"] == 0
+    [line] = completed(logs)
+    assert (line["plan_outcome"], line["fallback_state"], line["error_class"]) == (
+        "usage_limit",
+        "failed",
+        bedrock_class,
+    )
+    assert line["FallbackFailedCount"] == 1 and line["ErrorCount"] == 1
+    [warning] = [entry for entry in logs.lines() if entry.get("event") == "bedrock_fallback_failed"]
+    assert (warning["error_class"], warning["request_id"]) == (bedrock_class, line["request_id"])
+    async with http.get(f"{gw.url}/metrics") as resp:
+        assert fallback_failures(await resp.text()) == {bedrock_class: 1}
+    assert_no_leaked_connections(gw)
+    assert_no_secrets(logs, bedrock.api_key)
+
+
+@pytest.mark.parametrize("scenario", ["slow_headers:1.2", "unreachable"])
+async def test_a_failed_fallback_after_a_plan_timeout_or_network_error_is_the_gateways_own_error(
+    start: Start,
+    fake: tuple[FakeAnthropic, str],
+    bedrock: FakeBedrock,
+    http: aiohttp.ClientSession,
+    logs: LogCapture,
+    scenario: str,
+) -> None:
+    upstream, _ = fake
+    gw = await plan_for(start, upstream, scenario)
+    key = (await key_with_bedrock(gw, bedrock))["key"]
+    bedrock.queue("denied")
+
+    status, headers, body = await post(http, f"{gw.url}/ak/{key}/v1/messages", BODY)
+
+    assert status == 502, body
+    error = orjson.loads(body)
+    assert error["error"]["type"] == "api_error"
+    assert "did not answer in time" in error["error"]["message"] or "could not be reached" in error["error"]["message"]
+    assert (headers["x-ccproxy-provider"], headers["x-ccproxy-fallback"]) == ("plan", "failed")
+    [row] = await gw.usage_rows()
+    assert (row["provider"], row["status"], row["error_class"]) == ("bedrock", 502, "bedrock_access_denied")
+    [line] = completed(logs)
+    assert line["plan_outcome"] == ("timeout" if scenario.startswith("slow") else "network_error")
+
+
+async def open_circuit_then(
+    gw: Gateway, http: aiohttp.ClientSession, upstream: FakeAnthropic, key: dict[str, Any]
+) -> None:
+    """With `circuit_failures=1`, one plan 529 (answered by Bedrock) opens the key's circuit."""
+    upstream.queue("status:529")
+    assert (await post(http, f"{gw.url}/ak/{key['key']}/v1/messages", BODY))[0] == 200
+
+    async def is_open() -> bool:
+        return gw.app[server.CIRCUITS].route(key["id"], time.time()) == "open"
+
+    await eventually(is_open)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(("scenario", "status", "error_type", "bedrock_class"), BEDROCK_FAILURES)
+async def test_with_the_circuit_open_bedrock_errors_are_http_errors_never_401_or_403(
     start: Start,
     fake: tuple[FakeAnthropic, str],
     bedrock: FakeBedrock,
@@ -390,49 +505,42 @@ async def test_bedrock_errors_before_the_first_byte_are_http_errors(
     scenario: str,
     status: int,
     error_type: str,
+    bedrock_class: str,
     stream: bool,
 ) -> None:
     upstream, _ = fake
-    gw = await start()
-    key = (await key_with_bedrock(gw, bedrock))["key"]
-    upstream.queue("status:529")
+    gw = await start(circuit_failures="1")
+    key = await key_with_bedrock(gw, bedrock)
+    await open_circuit_then(gw, http, upstream, key)
+    plan_calls = len(upstream.requests)
     bedrock.queue(scenario)
 
-    got, headers, body = await post(http, f"{gw.url}/ak/{key}/v1/messages", {**BODY, "stream": stream})
+    got, headers, body = await post(http, f"{gw.url}/ak/{key['key']}/v1/messages", {**BODY, "stream": stream})
 
     assert got == status, body
+    assert len(upstream.requests) == plan_calls  # no plan answer to relay
     assert headers["content-type"].startswith("application/json")
+    assert headers["x-ccproxy-provider"] == "bedrock"  # on-call can tell a Bedrock 429 from the plan's
     error = orjson.loads(body)
     assert error["type"] == "error" and error["error"]["type"] == error_type
     assert error["request_id"] == headers["x-ccproxy-request-id"]
-    assert len(bedrock.requests) == 1  # not retried
-    [row] = await gw.usage_rows()
-    assert (row["provider"], row["is_fallback"], row["status"], row["error_class"]) == (
+    if scenario == "denied":
+        assert "operator must fix" in error["error"]["message"]
+    if status == 429:
+        assert int(headers["retry-after"]) > 0
+    rows = sorted(await gw.usage_rows(), key=lambda r: r["created_at"])
+    assert (rows[-1]["provider"], rows[-1]["is_fallback"], rows[-1]["status"], rows[-1]["error_class"]) == (
         "bedrock",
         True,
         status,
-        error_type,
+        bedrock_class,
     )
+    assert completed(logs)[-1]["plan_outcome"] == "circuit_open"
     assert_no_leaked_connections(gw)
     assert_no_secrets(logs, bedrock.api_key)
 
 
-async def test_bedrock_error_response_says_which_provider_failed(
-    start: Start, fake: tuple[FakeAnthropic, str], bedrock: FakeBedrock, http: aiohttp.ClientSession
-) -> None:
-    """SPEC §2: the gateway adds `x-ccproxy-provider` to what it answers; an error that
-    came from Bedrock must say so, or on-call cannot tell a plan 429 from a Bedrock one."""
-    upstream, _ = fake
-    gw = await start()
-    key = (await key_with_bedrock(gw, bedrock))["key"]
-    upstream.queue("status:529")
-    bedrock.queue("throttle")
-    status, headers, _ = await post(http, f"{gw.url}/ak/{key}/v1/messages", BODY)
-    assert status == 429
-    assert headers.get("x-ccproxy-provider") == "bedrock", headers
-
-
-async def test_a_wrong_registered_bedrock_key_is_an_authentication_error(
+async def test_a_wrong_registered_bedrock_key_after_a_usage_limit_relays_the_plans_own_error(
     start: Start, fake: tuple[FakeAnthropic, str], bedrock: FakeBedrock, http: aiohttp.ClientSession
 ) -> None:
     upstream, _ = fake
@@ -442,8 +550,11 @@ async def test_a_wrong_registered_bedrock_key_is_an_authentication_error(
         gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], "ABSK-not-the-right-one"
     )
     upstream.queue("usage_limit")
-    status, _, body = await post(http, f"{gw.url}/ak/{issued['key']}/v1/messages", BODY)
-    assert status == 401 and orjson.loads(body)["error"]["type"] == "authentication_error"
+    status, headers, body = await post(http, f"{gw.url}/ak/{issued['key']}/v1/messages", BODY)
+    assert (status, headers["x-ccproxy-fallback"]) == (429, "failed")
+    assert orjson.loads(body)["error"] == {"type": "rate_limit_error", "message": USAGE_LIMIT_MESSAGE}
+    [row] = await gw.usage_rows()
+    assert row["error_class"] == "bedrock_access_denied"
 
 
 @pytest.mark.parametrize(
@@ -953,7 +1064,8 @@ async def test_rotated_bedrock_key_is_used_at_once(
     url = f"{gw.url}/ak/{issued['key']}/v1/messages"
     keyring = gw.app[server.KEYRING]
     await keys.set_bedrock_key(gw.database, keyring, audit.SYSTEM, issued["id"], "ABSK-an-old-revoked-key")
-    assert (await post(http, url, BODY))[0] == 401
+    status, headers, _ = await post(http, url, BODY)
+    assert (status, headers["x-ccproxy-fallback"]) == (429, "failed")  # Bedrock refused the old key
     await keys.set_bedrock_key(gw.database, keyring, audit.SYSTEM, issued["id"], bedrock.api_key)
 
     async def answered() -> bool:

@@ -390,6 +390,7 @@ def test_emf_helper_builds_a_valid_document() -> None:
             "RequestLatency": 12.5,
             "ErrorCount": 0,
             "FallbackCount": 0,
+            "FallbackFailedCount": 0,
             "BedrockTokensUsed": 0,
             "BedrockCost": 0.0,
         },

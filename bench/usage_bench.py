@@ -1,4 +1,4 @@
-"""`python -m gateway.usage_bench`: sustained usage events/s into PostgreSQL, through the
+"""`python -m bench.usage_bench`: sustained usage events/s into PostgreSQL, through the
 real UsageWriter (COPY batches + rollups in one transaction), for the bench suite.
 
 Interface (bench/README.md): `--seconds S [--quick]`, `CCPROXY_DATA_DIR` (embedded
@@ -72,7 +72,7 @@ async def run(config: config_mod.Config, seconds: float) -> dict[str, float]:
     database = await db.connect(config, dsn)
     hasher = keys.KeyHasher(keys.load_secret(config.key_hash_secret, config.data_path))
     pairs = await _fixtures(database, hasher, 50)
-    rng = random.Random(1)  # noqa: S311 - synthetic data
+    rng = random.Random(1)
     with tempfile.TemporaryDirectory() as journal_dir:
         writer = usage.UsageWriter(
             database,
