@@ -358,7 +358,7 @@ async def test_budget_period_rolls_over_at_local_midnight_and_reads_the_local_mo
             request_id=usage.new_request_id(),
             created_at=at,
             user_id=user_id,
-            access_key_id=issued["id"],
+            access_key_id=issued.id,
             endpoint="messages",
             provider="bedrock",
             is_fallback=True,

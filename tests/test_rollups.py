@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 import pytest
 from conftest import Gateway, cli_env, make_config, run_cli
@@ -168,7 +169,7 @@ async def test_usage_summary_by_user_key_model_day_json_and_csv_equals_the_event
             until=dt.datetime.fromisoformat(until).replace(tzinfo=dt.UTC),
             report_tz="UTC",
         )
-        assert result["totals"] == expected, by
+        assert msgspec.structs.asdict(result.totals) == expected, by
 
 
 # --- local buckets in a non-UTC reporting zone ---------------------------------------------------------------
@@ -210,7 +211,7 @@ async def test_rollups_bucket_by_local_time_in_a_non_utc_reporting_zone(
                 request_id=usage.new_request_id(),
                 created_at=at.astimezone(dt.UTC),
                 user_id=user_id,
-                access_key_id=issued["id"],
+                access_key_id=issued.id,
                 endpoint="messages",
                 provider="bedrock",
                 is_fallback=True,
@@ -256,7 +257,7 @@ async def test_rollups_bucket_by_local_time_in_a_non_utc_reporting_zone(
             until=dt.datetime(2027, 1, 1, tzinfo=tz),
             report_tz=zone,
         )
-        assert {g["group_key"]: g["requests"] for g in by_month["groups"]} == {
+        assert {g.group_key: g.requests for g in by_month.groups} == {
             "2026-11-01T00:00": 2,
             "2026-12-01T00:00": 1,
         }

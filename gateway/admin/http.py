@@ -88,18 +88,18 @@ def query_time(request: web.Request, name: str, report_tz: str) -> dt.datetime |
 
 # Admin bodies are small; the relay's 32 MB limit (the app that parses the request sets
 # `client_max_size`, not this sub-app) is far too much here (issue 16).
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY = 1024 * 1024
 
 
 async def body(request: web.Request, cls: type[T], *, optional: bool = False) -> T:
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise errors.RequestTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    if (request.content_length or 0) > MAX_BODY:
+        raise errors.RequestTooLarge(f"the request body is larger than {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.readany():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise errors.RequestTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        if size > MAX_BODY:
+            raise errors.RequestTooLarge(f"the request body is larger than {MAX_BODY} bytes")
         chunks.append(chunk)
     data = b"".join(chunks)
     if optional and not data.strip():
