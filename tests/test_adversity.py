@@ -655,3 +655,53 @@ async def test_sigterm_with_200_streams_open_drains_them_all_refuses_new_ones_an
     finally:
         await conn.close()
     assert len(rows) == 200 and all(r["status"] == 200 and r["error_class"] is None for r in rows)
+
+
+# --- one logging path ------------------------------------------------------------------------
+
+ONE_PATH = f"""
+import asyncio, logging, sys, threading, warnings
+from gateway import log
+log.configure("info")
+log.capture_stdlib("info")
+try:
+    raise ValueError("{CANARY_PLAN_CREDENTIAL}")
+except ValueError:
+    logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+logging.getLogger("aiohttp.access").info("GET /ak/{CANARY_ACCESS_KEY}/v1/models 200")
+warnings.warn("a library warning")
+def boom():
+    raise RuntimeError("{CANARY_JWT}")
+thread = threading.Thread(target=boom); thread.start(); thread.join()
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(log.loop_exception_handler)
+    async def fails():
+        raise OSError("{CANARY_BEDROCK_KEY}")
+    task = loop.create_task(fails())
+    await asyncio.sleep(0.01)
+    del task
+    import gc; gc.collect()
+    await asyncio.sleep(0.01)
+asyncio.run(main())
+log.flush()
+raise KeyError("{CANARY_ADMIN_PASSWORD}")
+"""
+
+
+def test_library_logs_loop_errors_warnings_and_crashes_are_single_redacted_json_lines(open_tmp: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_PATH], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
+    )
+    lines = [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    events = [(line["event"], line.get("logger"), line.get("error")) for line in lines]
+    assert ("library_log", "aiohttp.server", "ValueError") in events
+    assert ("library_log", "py.warnings", None) in events
+    assert any(e[0] == "uncaught_exception" and e[2] == "RuntimeError" for e in events)
+    assert any(e[0] == "loop_exception" and e[2] == "OSError" for e in events)
+    assert any(e[0] == "uncaught_exception" and e[2] == "KeyError" for e in events)
+    access = next(line for line in lines if line.get("logger") == "aiohttp.access")
+    assert CANARY_ACCESS_KEY not in access["message"] and "ak_CANARY…" in access["message"]
+    assert result.stderr == ""  # nothing bypassed the one path
+    for canary in (CANARY_PLAN_CREDENTIAL, CANARY_ACCESS_KEY, CANARY_JWT, CANARY_BEDROCK_KEY, CANARY_ADMIN_PASSWORD):
+        assert canary not in result.stdout
