@@ -225,7 +225,7 @@ SETTINGS: tuple[Setting, ...] = (
         "header_timeout_seconds",
         "10",
         _float_range(0.5, 600),
-        "Seconds a client may take to send a request line and its headers (slowloris).",
+        "Seconds a client may take to send a request line and its headers, and longest silence inside a body.",
     ),
     Setting(
         "keepalive_seconds",

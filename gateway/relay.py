@@ -119,20 +119,34 @@ class Call:
         # after the drain deadline): the usage seen so far is still recorded.
         self.abandoned: Outcome | None = None
 
-    async def read_body(self, request: web.Request, limit: int) -> None:
+    async def read_body(self, request: web.Request, limit: int, silence: float) -> None:
         # Read from the stream rather than `request.read()`, which keeps a second copy of
         # the body on the request for its whole life: 50 KB per open Claude Code stream.
         length = request.content_length
         if length is not None and length > limit:
             raise _too_large(limit)  # without reading it
-        read = request.content.readany
+        content = request.content
+        read = content.readany
         chunks = []
         size = 0
-        while chunk := await read():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
+        try:
+            while True:
+                if content.is_eof():  # all of it is here (the usual case): no timer needed
+                    chunk = await read()
+                else:
+                    # A body that stops arriving holds its connection like slowloris does.
+                    async with asyncio.timeout(silence):
+                        chunk = await read()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except web.RequestPayloadError:  # broken chunked framing, a short body
+            raise errors.InvalidRequest("The request body could not be read (broken framing).") from None
+        except TimeoutError:
+            raise errors.InvalidRequest(f"The request body stopped arriving for {silence:g} s.") from None
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         fields = parse_envelope(body)
         self.body = body
@@ -333,7 +347,7 @@ class Relay:
         ctx = call.ctx
         self.rate.check(ctx.key_id, ctx.rpm_limit, time.monotonic())
         if request.method == "POST":
-            await call.read_body(request, self.config.max_body_bytes)
+            await call.read_body(request, self.config.max_body_bytes, self.config.header_timeout_seconds)
         limits.check_model(ctx, call.model)
         probing = False
         if call.endpoint != "models":

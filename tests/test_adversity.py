@@ -273,6 +273,31 @@ async def test_legal_but_odd_bodies_are_relayed_or_refused_never_500(
     assert len(rows) == 1 and rows[0]["status"] == status
 
 
+async def test_a_body_with_broken_chunked_framing_is_a_400_not_a_500(
+    gateway_factory: Any, fake: tuple[FakeAnthropic, str]
+) -> None:
+    gateway = await gateway_factory(fake[1], header_timeout_seconds="1")
+    key = (await gateway.issue_key())["key"]
+    head = f"POST /ak/{key}/v1/messages HTTP/1.1\r\nHost: a\r\ntransfer-encoding: chunked\r\n\r\n".encode()
+    # All at once, the parser refuses it; headers first, the relay's body read does.
+    status, _, body = split_response(await raw_exchange(gateway.url, head + b'5\r\n{"mo\r\nZZ\r\n'))
+    assert status == 400 and orjson.loads(body)["error"]["type"] == "invalid_request_error"
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head + b'5\r\n{"mod\r\n')
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.write(b"ZZ\r\n")
+    raw = await asyncio.wait_for(reader.read(65536), 5)
+    writer.close()
+    status, _, body = split_response(raw)
+    assert status == 400 and orjson.loads(body)["error"]["type"] == "invalid_request_error"
+    rows = await gateway.usage_rows()
+    assert [(r["status"], r["error_class"]) for r in rows] == [(400, "invalid_request_error")]
+    # Broken framing leaves aiohttp waiting for more body: the body's silence timer ends it.
+    assert orjson.loads(body)["error"]["message"].startswith("The request body stopped arriving")
+
+
 async def test_an_unexpected_failure_is_a_500_in_anthropic_shape_recorded_as_internal_error(
     gateway: Gateway, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, logs: LogCapture
 ) -> None:
