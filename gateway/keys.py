@@ -449,9 +449,7 @@ class KeyCache:
             if expires > time.monotonic():
                 raise errors.NotFound("Not found")
             del self._unknown[digest]
-        # Shielded: a caller that leaves (client disconnect cancels its handler) must not
-        # cancel the query other requests for the same key are waiting on.
-        ctx = await asyncio.shield(self._load(digest))
+        ctx = await self._load(digest)
         if ctx is None:
             raise errors.NotFound("Not found")
         return ctx
