@@ -43,11 +43,12 @@ class Sampler:
     """At most `per_window` lines per address and kind per `window` seconds; the next line
     after a quiet spell says how many were suppressed. Bounded memory."""
 
-    __slots__ = ("_seen", "per_window", "window")
+    __slots__ = ("_seen", "max_keys", "per_window", "window")
 
     def __init__(self, per_window: int = 5, window: float = 60.0, max_keys: int = 10_000) -> None:
         self.per_window = per_window
         self.window = window
+        self.max_keys = max_keys
         self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [window start, count, suppressed]
 
     def allow(self, kind: str, address: str, now: float | None = None) -> int | None:
@@ -58,7 +59,7 @@ class Sampler:
         entry = self._seen.get(key)
         if entry is None or now - entry[0] >= self.window:
             suppressed = int(entry[2]) if entry is not None else 0
-            if len(self._seen) >= 10_000:
+            if len(self._seen) >= self.max_keys:
                 self._seen.clear()
             self._seen[key] = [now, 1, 0]
             return suppressed
@@ -142,7 +143,7 @@ class KeyGuard:
 # --- the request handler: parser rejections, header timeout, connection caps ------------------
 
 
-def _rejection(exc: BaseException | None, handler: GatewayRequestHandler) -> tuple[int, str]:
+def _rejection(exc: BaseException | None) -> tuple[int, str]:
     """HTTP status and client message for what aiohttp's parser rejected. The message
     never quotes the request (it may hold a credential)."""
     if isinstance(exc, http_exceptions.LineTooLong):
@@ -239,7 +240,7 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
     ) -> web.StreamResponse:
         request_id = _request_id()
         if isinstance(exc, http_exceptions.HttpProcessingError):
-            status, text = _rejection(exc, self)
+            status, text = _rejection(exc)
             path = ""  # the request line may not have parsed: the relay's shape
             log_sampled(
                 "request_rejected", self._address, request_id=request_id, error=type(exc).__name__, status=status
