@@ -254,6 +254,7 @@ async def _post(
     region: str,
     timeout: float,  # noqa: ASYNC109 - seconds to headers; used with asyncio.timeout
     deadline: float,
+    proxy: str | None,
 ) -> aiohttp.ClientResponse:
     """POST and wait for the response headers; non-2xx and transport failures raise."""
     base = {"Content-Type": "application/json", "Accept": accept}
@@ -267,6 +268,7 @@ async def _post(
                 headers=headers,
                 timeout=_timeout(timeout),
                 allow_redirects=False,
+                proxy=proxy,  # HTTPS_PROXY: aiohttp tunnels https with CONNECT
             )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise _unavailable(exc) from exc
@@ -396,6 +398,7 @@ async def invoke(
     region: str,
     timeout: float,  # noqa: ASYNC109 - seconds to headers; used with asyncio.timeout
     on_event: OnEvent | None = None,
+    proxy: str | None = None,
 ) -> BedrockResponse:
     """Call InvokeModel(WithResponseStream) with a prepared body (see `prepare_body`).
 
@@ -408,7 +411,7 @@ async def invoke(
     # One budget for the headers and the first output (or the whole JSON body).
     deadline = asyncio.get_running_loop().time() + timeout
     accept = EVENTSTREAM if stream else "application/json"
-    resp = await _post(session, url, body, accept, auth, region, timeout, deadline)
+    resp = await _post(session, url, body, accept, auth, region, timeout, deadline, proxy)
     try:
         if not stream:
             try:
@@ -452,6 +455,7 @@ async def count_tokens(
     auth: Auth,
     region: str,
     timeout: float,  # noqa: ASYNC109 - seconds to headers; used with asyncio.timeout
+    proxy: str | None = None,
 ) -> bytes:
     """Bedrock CountTokens for a prepared Invoke body → Anthropic `{"input_tokens": N}`.
     https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_CountTokens.html"""
@@ -467,7 +471,7 @@ async def count_tokens(
     # CountTokens takes a foundation model id, not an inference profile.
     url = _model_url(base_url, base_model_id(model_id), "count-tokens")
     deadline = asyncio.get_running_loop().time() + timeout
-    resp = await _post(session, url, payload, "application/json", auth, region, timeout, deadline)
+    resp = await _post(session, url, payload, "application/json", auth, region, timeout, deadline, proxy)
     try:
         async with asyncio.timeout_at(deadline):
             data = await resp.read()

@@ -1,18 +1,20 @@
 """The one frozen configuration object, built once from `CCPROXY_*` environment variables.
 
-Every setting is declared once in `SETTINGS` (name, default, parser, meaning); `load()`
-validates all of them eagerly and names the setting in every error. Nothing else in the
-package reads `os.environ`.
+Every setting is declared once, as a field of `Config` (name, type, default, parser,
+meaning); `SETTINGS` is derived from those declarations. `load()` validates all of them
+eagerly and names the setting in every error. Nothing else in the package reads
+`os.environ`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 import zoneinfo
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 
@@ -68,15 +70,6 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
 def _log_level(raw: str) -> str:
     lowered = raw.lower()
     if lowered not in ("debug", "info", "warning", "error"):
@@ -98,6 +91,15 @@ def _database_url(raw: str) -> str | None:
     if urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise ValueError("must be a postgresql:// URL")
     return raw
+
+
+def _proxy_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    parts = urlsplit(raw if "://" in raw else "http://" + raw)  # curl reads host:port as http
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError("must be an http:// proxy URL (the tunnel to the upstream is CONNECT over plain TCP)")
+    return parts.geturl()
 
 
 def _jwt_secret(raw: str) -> str | None:
@@ -122,332 +124,320 @@ class Setting:
     parse: Callable[[str], Any]
     doc: str
     secret: bool = False
+    standard_env: str = ""  # a conventional variable read instead of CCPROXY_<FIELD>
 
     @property
     def env(self) -> str:
-        return "CCPROXY_" + self.field.upper()
+        return self.standard_env or "CCPROXY_" + self.field.upper()
+
+
+def setting(
+    default: str, parse: Callable[[str], Any], doc: str, *, secret: bool = False, standard_env: str = ""
+) -> Setting:
+    """A `Config` field's declaration (inside its `Annotated[...]`); the field's name is
+    filled in when `SETTINGS` is derived."""
+    return Setting("", default, parse, doc, secret, standard_env)
 
 
 MiB = 1024 * 1024
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", "127.0.0.1", _str, "Address `ccproxy serve` listens on."),
-    Setting("port", "8000", _int_range(0, 65535), "Port `ccproxy serve` listens on."),
-    Setting("workers", "1", _int_range(1, 64), "Server processes sharing the port (SO_REUSEPORT)."),
-    Setting(
-        "data_dir",
-        "./.ccproxy",
-        _str,
-        "Local state: embedded PostgreSQL, generated key-hash secret, usage journal.",
-    ),
-    Setting(
-        "database_url",
-        "",
-        _database_url,
-        "PostgreSQL URL; empty starts the embedded PostgreSQL in the data directory.",
-        secret=True,
-    ),
-    Setting("db_pool_size", "5", _int_range(1, 100), "Pool connections kept open (seed: 5)."),
-    Setting("db_max_overflow", "5", _int_range(0, 100), "Extra connections under load (seed: 5)."),
-    Setting("db_pool_timeout", "30", _float_range(0.1, 600), "Seconds to wait for a pool connection."),
-    Setting(
-        "db_pool_recycle",
-        "1800",
-        _float_range(1, 86400),
-        "Seconds after which a pooled connection is replaced.",
-    ),
-    Setting(
-        "plan_base_url",
-        "https://api.anthropic.com",
-        _url,
-        "Anthropic API the plan calls go to.",
-    ),
-    Setting(
-        "plan_api_key",
-        "",
-        _optional_str,
-        "Organisation Anthropic API key for org mode, or when a request has no credential.",
-        secret=True,
-    ),
-    Setting("plan_connect_timeout", "10", _float_range(0.1, 600), "Seconds to connect to the plan."),
-    Setting(
-        "plan_first_byte_timeout",
-        "60",
-        _float_range(0.1, 3600),
-        "Seconds a streaming plan call may take to send its response headers.",
-    ),
-    Setting(
-        "plan_nonstream_timeout",
-        "600",
-        _float_range(0.1, 3600),
-        "Seconds a non-streaming plan call may take to send its response headers.",
-    ),
-    Setting(
-        "key_hash_secret",
-        "",
-        _optional_str,
-        "HMAC secret for access keys; empty generates one into the data directory.",
-        secret=True,
-    ),
-    Setting(
-        "max_body_bytes",
-        str(32 * MiB),
-        _int_range(1024, 1024 * MiB),
-        "Largest request body accepted (larger gets 413).",
-    ),
-    Setting(
-        "ping_interval",
-        "15",
-        _float_range(0.05, 3600),
-        "Seconds of upstream silence after which a `ping` SSE event is sent.",
-    ),
-    Setting(
-        "usage_batch_rows",
-        "5000",
-        _int_range(1, 100000),
-        "Usage rows per COPY batch (flush at); bigger batches write faster under load.",
-    ),
-    Setting("usage_flush_ms", "200", _int_range(1, 60000), "Longest wait before a usage flush (ms)."),
-    Setting(
-        "usage_queue_max",
-        "100000",
-        _int_range(100, 10_000_000),
-        "Usage events held in memory before spilling to the journal.",
-    ),
-    Setting(
-        "drain_seconds",
-        "30",
-        _float_range(0, 3600),
-        "On SIGTERM, seconds in-flight requests get to finish.",
-    ),
-    # --- adversity: connection limits, parser limits, key-guessing throttle (issue 16) ---
-    Setting(
-        "header_timeout_seconds",
-        "10",
-        _float_range(0.5, 600),
-        "Seconds a client may take to send a request line and its headers, and longest silence inside a body.",
-    ),
-    Setting(
-        "keepalive_seconds",
-        "75",
-        _float_range(1, 3600),
-        "Seconds an idle keep-alive client connection is kept open between requests.",
-    ),
-    Setting("max_request_line", "8190", _int_range(256, 65536), "Longest request line accepted (longer gets 414)."),
-    Setting("max_header_bytes", "16384", _int_range(1024, MiB), "Longest header line accepted (longer gets 431)."),
-    Setting("max_headers", "128", _int_range(16, 4096), "Most request headers accepted (more gets 431)."),
-    Setting("max_connections", "10000", _int_range(1, 1_000_000), "Open client connections in total (more get 503)."),
-    Setting(
-        "max_connections_per_address",
-        "2000",
-        _int_range(1, 1_000_000),
-        "Open client connections from one address (more get 503; behind a load balancer, its nodes).",
-    ),
-    Setting(
-        "key_miss_limit",
-        "30",
-        _int_range(1, 1_000_000),
-        "Unknown access keys one client address may present per window before it gets 429.",
-    ),
-    Setting(
-        "key_miss_window_seconds",
-        "60",
-        _float_range(1, 86400),
-        "Window (seconds) of the key-guessing throttle.",
-    ),
-    Setting(
-        "forwarded_hops",
-        "0",
-        _int_range(0, 8),
-        "Trusted proxies in front (1 behind an ALB): the client address is read from X-Forwarded-For.",
-    ),
-    Setting(
-        "db_connect_retry_seconds",
-        "30",
-        _float_range(0, 3600),
-        "How long `ccproxy serve` keeps retrying an unreachable database before giving up.",
-    ),
-    Setting(
-        "minute_rollup_days",
-        "14",
-        _int_range(1, 3650),
-        "Days minute-level usage rollups are kept (hour and coarser are kept forever).",
-    ),
-    Setting(
-        "budget_refresh_seconds",
-        "2",
-        _float_range(0.1, 3600),
-        "How often month-to-date spend is re-read from the rollups (bounds budget overshoot).",
-    ),
-    Setting(
-        "alert_webhook_url",
-        "",
-        _optional_url,
-        "Budget alerts are POSTed here as JSON (retried), besides the budget_alert log event.",
-        secret=True,
-    ),
-    Setting("log_level", "info", _log_level, "debug, info, warning or error."),
-    Setting("report_tz", "UTC", _timezone, "Time zone of usage buckets and budget months."),
-    Setting(
-        "key_cache_negative_seconds",
-        "2",
-        _float_range(0, 3600),
-        "Seconds an unknown access key is remembered as unknown.",
-    ),
-    Setting(
-        "key_refresh_seconds",
-        "30",
-        _float_range(1, 86400),
-        "Full access-key cache refresh period (backs up LISTEN/NOTIFY).",
-    ),
-    Setting("circuit_failures", "3", _int_range(1, 1000), "Counted plan failures that open it."),
-    Setting(
-        "circuit_window_seconds",
-        "60",
-        _float_range(1, 86400),
-        "Window the counted failures must fall in.",
-    ),
-    Setting(
-        "circuit_open_seconds",
-        "1800",
-        _float_range(1, 604800),
-        "Seconds an open circuit waits before a half-open probe.",
-    ),
-    Setting("bedrock_default_region", "us-east-1", _str, "Bedrock region when the key sets none."),
-    Setting(
-        "bedrock_default_model",
-        "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
-        _str,
-        "Bedrock model id when neither the key nor the mapping table gives one.",
-    ),
-    Setting(
-        "bedrock_endpoint_url",
-        "",
-        _optional_url,
-        "Override of https://bedrock-runtime.{region}.amazonaws.com (tests, bench).",
-    ),
-    Setting(
-        "bedrock_beta_allowlist",
-        "interleaved-thinking-2025-05-14,context-1m-2025-08-07,"
-        "fine-grained-tool-streaming-2025-05-14,token-efficient-tools-2025-02-19,"
-        "computer-use-2025-01-24,output-128k-2025-02-19,context-management-2025-06-27",
-        _csv,
-        "anthropic-beta values forwarded to Bedrock; others are dropped.",
-    ),
-    Setting(
-        "bedrock_strip_fields",
-        "context_management,mcp_servers,container,service_tier",
-        _csv,
-        "Request fields removed before a Bedrock call (Bedrock rejects them).",
-    ),
-    Setting(
-        "bedrock_timeout",
-        "600",
-        _float_range(1, 3600),
-        "Seconds a Bedrock call may take to send its response headers.",
-    ),
-    Setting(
-        "kms_key_id",
-        "",
-        _optional_str,
-        "KMS key for Bedrock-key envelope encryption; empty uses a master key file.",
-    ),
-    # --- the admin API (SPEC §7) ---
-    Setting(
-        "jwt_secret",
-        "",
-        _jwt_secret,
-        "HS256 secret signing admin tokens (32+ characters); empty generates one into the data directory.",
-        secret=True,
-    ),
-    Setting("jwt_ttl_seconds", "86400", _int_range(60, 30 * 86400), "Lifetime of an admin token (seconds)."),
-    Setting(
-        "key_rotation_grace_seconds",
-        "300",
-        _float_range(0, 7 * 86400),
-        "Seconds a rotated access key keeps working before it is revoked.",
-    ),
-    Setting(
-        "login_max_failures",
-        "5",
-        _int_range(1, 1000),
-        "Failed admin logins per username or client address before logins are refused for the window.",
-    ),
-    Setting(
-        "login_window_seconds",
-        "300",
-        _float_range(1, 86400),
-        "Window (seconds) in which failed admin logins are counted.",
-    ),
-    Setting("admin_username", "", _optional_str, "Bootstrap admin (role admin) created or updated at start-up."),
-    Setting(
-        "admin_password_hash",
-        "",
-        _bcrypt_hash,
-        "bcrypt hash of the bootstrap admin's password (`$2b$…`).",
-        secret=True,
-    ),
-)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Config:
-    host: str
-    port: int
-    workers: int
-    data_dir: str
-    database_url: str | None
-    db_pool_size: int
-    db_max_overflow: int
-    db_pool_timeout: float
-    db_pool_recycle: float
-    plan_base_url: str
-    plan_api_key: str | None
-    plan_connect_timeout: float
-    plan_first_byte_timeout: float
-    plan_nonstream_timeout: float
-    key_hash_secret: str | None
-    max_body_bytes: int
-    ping_interval: float
-    usage_batch_rows: int
-    usage_flush_ms: int
-    usage_queue_max: int
-    drain_seconds: float
-    header_timeout_seconds: float
-    keepalive_seconds: float
-    max_request_line: int
-    max_header_bytes: int
-    max_headers: int
-    max_connections: int
-    max_connections_per_address: int
-    key_miss_limit: int
-    key_miss_window_seconds: float
-    forwarded_hops: int
-    db_connect_retry_seconds: float
-    minute_rollup_days: int
-    budget_refresh_seconds: float
-    alert_webhook_url: str | None
-    log_level: str
-    report_tz: str
-    key_cache_negative_seconds: float
-    key_refresh_seconds: float
-    circuit_failures: int
-    circuit_window_seconds: float
-    circuit_open_seconds: float
-    bedrock_default_region: str
-    bedrock_default_model: str
-    bedrock_endpoint_url: str | None
-    bedrock_beta_allowlist: tuple[str, ...]
-    bedrock_strip_fields: tuple[str, ...]
-    bedrock_timeout: float
-    kms_key_id: str | None
-    jwt_secret: str | None
-    jwt_ttl_seconds: int
-    key_rotation_grace_seconds: float
-    login_max_failures: int
-    login_window_seconds: float
-    admin_username: str | None
-    admin_password_hash: str | None
+    """Every setting, declared once: its type, then its default (as the environment would
+    spell it), parser and meaning. `SETTINGS` below is derived from these declarations."""
+
+    host: Annotated[str, setting("127.0.0.1", _str, "Address `ccproxy serve` listens on.")]
+    port: Annotated[int, setting("8000", _int_range(0, 65535), "Port `ccproxy serve` listens on.")]
+    workers: Annotated[int, setting("1", _int_range(1, 64), "Server processes sharing the port (SO_REUSEPORT).")]
+    data_dir: Annotated[
+        str, setting("./.ccproxy", _str, "Local state: embedded PostgreSQL, generated key-hash secret, usage journal.")
+    ]
+    database_url: Annotated[
+        str | None,
+        setting(
+            "",
+            _database_url,
+            "PostgreSQL URL; empty starts the embedded PostgreSQL in the data directory.",
+            secret=True,
+        ),
+    ]
+    db_pool_size: Annotated[int, setting("5", _int_range(1, 100), "Pool connections kept open (seed: 5).")]
+    db_max_overflow: Annotated[int, setting("5", _int_range(0, 100), "Extra connections under load (seed: 5).")]
+    db_pool_timeout: Annotated[float, setting("30", _float_range(0.1, 600), "Seconds to wait for a pool connection.")]
+    db_pool_recycle: Annotated[
+        float, setting("1800", _float_range(1, 86400), "Seconds after which a pooled connection is replaced.")
+    ]
+    plan_base_url: Annotated[str, setting("https://api.anthropic.com", _url, "Anthropic API the plan calls go to.")]
+    plan_api_key: Annotated[
+        str | None,
+        setting(
+            "",
+            _optional_str,
+            "Organisation Anthropic API key for org mode, or when a request has no credential.",
+            secret=True,
+        ),
+    ]
+    plan_connect_timeout: Annotated[float, setting("10", _float_range(0.1, 600), "Seconds to connect to the plan.")]
+    plan_first_byte_timeout: Annotated[
+        float,
+        setting("60", _float_range(0.1, 3600), "Seconds a streaming plan call may take to send its response headers."),
+    ]
+    plan_nonstream_timeout: Annotated[
+        float,
+        setting(
+            "600", _float_range(0.1, 3600), "Seconds a non-streaming plan call may take to send its response headers."
+        ),
+    ]
+    key_hash_secret: Annotated[
+        str | None,
+        setting(
+            "", _optional_str, "HMAC secret for access keys; empty generates one into the data directory.", secret=True
+        ),
+    ]
+    max_body_bytes: Annotated[
+        int, setting(str(32 * MiB), _int_range(1024, 1024 * MiB), "Largest request body accepted (larger gets 413).")
+    ]
+    ping_interval: Annotated[
+        float,
+        setting("15", _float_range(0.05, 3600), "Seconds of upstream silence after which a `ping` SSE event is sent."),
+    ]
+    usage_batch_rows: Annotated[
+        int,
+        setting(
+            "5000",
+            _int_range(1, 100000),
+            "Usage rows per COPY batch (flush at); bigger batches write faster under load.",
+        ),
+    ]
+    usage_flush_ms: Annotated[int, setting("200", _int_range(1, 60000), "Longest wait before a usage flush (ms).")]
+    usage_queue_max: Annotated[
+        int,
+        setting("100000", _int_range(100, 10_000_000), "Usage events held in memory before spilling to the journal."),
+    ]
+    drain_seconds: Annotated[
+        float, setting("30", _float_range(0, 3600), "On SIGTERM, seconds in-flight requests get to finish.")
+    ]
+    # Edge limits (issue 16): parser limits, timeouts, connection caps, key-guessing throttle.
+    header_timeout_seconds: Annotated[
+        float,
+        setting(
+            "10",
+            _float_range(0.5, 600),
+            "Seconds a client may take to send a request line and its headers, and longest silence inside a body.",
+        ),
+    ]
+    keepalive_seconds: Annotated[
+        float,
+        setting(
+            "75", _float_range(1, 3600), "Seconds an idle keep-alive client connection is kept open between requests."
+        ),
+    ]
+    max_request_line: Annotated[
+        int,
+        setting("8190", _int_range(256, 65536), "Longest request line accepted (longer gets 414)."),
+    ]
+    max_header_bytes: Annotated[
+        int,
+        setting("16384", _int_range(1024, MiB), "Longest header line accepted (longer gets 431)."),
+    ]
+    max_headers: Annotated[
+        int,
+        setting("128", _int_range(16, 4096), "Most request headers accepted (more gets 431)."),
+    ]
+    max_connections: Annotated[
+        int,
+        setting("10000", _int_range(1, 1_000_000), "Open client connections in total (more get 503)."),
+    ]
+    max_connections_per_address: Annotated[
+        int,
+        setting(
+            "2000",
+            _int_range(1, 1_000_000),
+            "Open client connections from one address (more get 503; behind a load balancer, its nodes).",
+        ),
+    ]
+    key_miss_limit: Annotated[
+        int,
+        setting(
+            "30",
+            _int_range(1, 1_000_000),
+            "Unknown access keys one client address may present per window before it gets 429.",
+        ),
+    ]
+    key_miss_window_seconds: Annotated[
+        float,
+        setting("60", _float_range(1, 86400), "Window (seconds) of the key-guessing throttle."),
+    ]
+    forwarded_hops: Annotated[
+        int,
+        setting(
+            "0",
+            _int_range(0, 8),
+            "Trusted proxies in front (1 behind an ALB): the client address is read from X-Forwarded-For.",
+        ),
+    ]
+    db_connect_retry_seconds: Annotated[
+        float,
+        setting(
+            "30",
+            _float_range(0, 3600),
+            "How long `ccproxy serve` keeps retrying an unreachable database before giving up.",
+        ),
+    ]
+    minute_rollup_days: Annotated[
+        int,
+        setting(
+            "14", _int_range(1, 3650), "Days minute-level usage rollups are kept (hour and coarser are kept forever)."
+        ),
+    ]
+    budget_refresh_seconds: Annotated[
+        float,
+        setting(
+            "2",
+            _float_range(0.1, 3600),
+            "How often month-to-date spend is re-read from the rollups (bounds budget overshoot).",
+        ),
+    ]
+    alert_webhook_url: Annotated[
+        str | None,
+        setting(
+            "",
+            _optional_url,
+            "Budget alerts are POSTed here as JSON (retried), besides the budget_alert log event.",
+            secret=True,
+        ),
+    ]
+    log_level: Annotated[str, setting("info", _log_level, "debug, info, warning or error.")]
+    report_tz: Annotated[str, setting("UTC", _timezone, "Time zone of usage buckets and budget months.")]
+    key_cache_negative_seconds: Annotated[
+        float, setting("2", _float_range(0, 3600), "Seconds an unknown access key is remembered as unknown.")
+    ]
+    key_refresh_seconds: Annotated[
+        float, setting("30", _float_range(1, 86400), "Full access-key cache refresh period (backs up LISTEN/NOTIFY).")
+    ]
+    circuit_failures: Annotated[int, setting("3", _int_range(1, 1000), "Counted plan failures that open it.")]
+    circuit_window_seconds: Annotated[
+        float, setting("60", _float_range(1, 86400), "Window the counted failures must fall in.")
+    ]
+    circuit_open_seconds: Annotated[
+        float, setting("1800", _float_range(1, 604800), "Seconds an open circuit waits before a half-open probe.")
+    ]
+    bedrock_default_region: Annotated[str, setting("us-east-1", _str, "Bedrock region when the key sets none.")]
+    bedrock_default_model: Annotated[
+        str,
+        setting(
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            _str,
+            "Bedrock model id when neither the key nor the mapping table gives one.",
+        ),
+    ]
+    bedrock_endpoint_url: Annotated[
+        str | None,
+        setting("", _optional_url, "Override of https://bedrock-runtime.{region}.amazonaws.com (tests, bench)."),
+    ]
+    bedrock_beta_allowlist: Annotated[
+        tuple[str, ...],
+        setting(
+            "interleaved-thinking-2025-05-14,context-1m-2025-08-07,"
+            "fine-grained-tool-streaming-2025-05-14,token-efficient-tools-2025-02-19,"
+            "computer-use-2025-01-24,output-128k-2025-02-19,context-management-2025-06-27",
+            _csv,
+            "anthropic-beta values forwarded to Bedrock; others are dropped.",
+        ),
+    ]
+    bedrock_strip_fields: Annotated[
+        tuple[str, ...],
+        setting(
+            "context_management,mcp_servers,container,service_tier",
+            _csv,
+            "Request fields removed before a Bedrock call (Bedrock rejects them).",
+        ),
+    ]
+    bedrock_timeout: Annotated[
+        float, setting("600", _float_range(1, 3600), "Seconds a Bedrock call may take to send its response headers.")
+    ]
+    kms_key_id: Annotated[
+        str | None,
+        setting("", _optional_str, "KMS key for Bedrock-key envelope encryption; empty uses a master key file."),
+    ]
+
+    # The admin API (SPEC §7).
+    jwt_secret: Annotated[
+        str | None,
+        setting(
+            "",
+            _jwt_secret,
+            "HS256 secret signing admin tokens (32+ characters); empty generates one into the data directory.",
+            secret=True,
+        ),
+    ]
+    jwt_ttl_seconds: Annotated[
+        int,
+        setting("86400", _int_range(60, 30 * 86400), "Lifetime of an admin token (seconds)."),
+    ]
+    key_rotation_grace_seconds: Annotated[
+        float,
+        setting("300", _float_range(0, 7 * 86400), "Seconds a rotated access key keeps working before it is revoked."),
+    ]
+    login_max_failures: Annotated[
+        int,
+        setting(
+            "5",
+            _int_range(1, 1000),
+            "Failed admin logins per username or client address before logins are refused for the window.",
+        ),
+    ]
+    login_window_seconds: Annotated[
+        float,
+        setting("300", _float_range(1, 86400), "Window (seconds) in which failed admin logins are counted."),
+    ]
+    admin_username: Annotated[
+        str | None,
+        setting("", _optional_str, "Bootstrap admin (role admin) created or updated at start-up."),
+    ]
+    admin_password_hash: Annotated[
+        str | None,
+        setting("", _bcrypt_hash, "bcrypt hash of the bootstrap admin's password (`$2b$…`).", secret=True),
+    ]
+
+    # Outbound proxies, under their conventional names (as curl and the AWS SDKs read them).
+    https_proxy: Annotated[
+        str | None,
+        setting(
+            "",
+            _proxy_url,
+            "Proxy for https:// upstreams (plan, Bedrock), reached with CONNECT; user:password@ allowed.",
+            secret=True,
+            standard_env="HTTPS_PROXY",
+        ),
+    ]
+    http_proxy: Annotated[
+        str | None,
+        setting("", _proxy_url, "Proxy for http:// upstreams (tests, bench).", secret=True, standard_env="HTTP_PROXY"),
+    ]
+    no_proxy: Annotated[
+        tuple[str, ...],
+        setting(
+            "",
+            _csv,
+            "Hosts reached directly: names (suffix match), IP addresses, or `*`.",
+            standard_env="NO_PROXY",
+        ),
+    ]
+
+    def proxy_for(self, url: str) -> str | None:
+        """The outbound proxy URL for an upstream URL, or None to connect directly."""
+        parts = urlsplit(url)
+        proxy = self.https_proxy if parts.scheme == "https" else self.http_proxy
+        if proxy is None:
+            return None
+        host = (parts.hostname or "").lower()
+        for entry in self.no_proxy:
+            entry = entry.lower().lstrip(".")
+            if entry == "*" or host == entry or host.endswith("." + entry):
+                return None
+        return proxy
 
     @property
     def data_path(self) -> Path:
@@ -456,6 +446,18 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+
+def _declared() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Config, include_extras=True)
+    found = []
+    for field in dataclasses.fields(Config):
+        [declared] = [m for m in typing.get_args(hints[field.name])[1:] if isinstance(m, Setting)]
+        found.append(dataclasses.replace(declared, field=field.name))
+    return tuple(found)
+
+
+# Every setting in declaration order: the README table, validation and errors read this.
+SETTINGS: tuple[Setting, ...] = _declared()
 
 SecretResolver = Callable[[str], str]
 
@@ -478,7 +480,10 @@ def load(environ: Mapping[str, str], *, resolve_secret: SecretResolver = _resolv
         raise ConfigError(f"{unknown[0]}: unknown setting (known: see README settings table)")
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        raw = environ.get(setting.env, setting.default).strip()
+        raw = environ.get(setting.env, setting.default)
+        if setting.standard_env:  # curl and the AWS SDKs read the lower-case spelling too
+            raw = environ.get(setting.env.lower(), raw)
+        raw = raw.strip()
         if setting.secret and raw.startswith("arn:aws:secretsmanager:"):
             try:
                 raw = resolve_secret(raw).strip()

@@ -404,9 +404,9 @@ class KeyContext:
         self.team_alert_thresholds: list[int] = row["team_alert_thresholds"] or []
         self.team_allowed_models: list[str] | None = row["team_allowed_models"]
 
-    @property
-    def has_bedrock(self) -> bool:
-        return self.bedrock_key_blob is not None or self.bedrock_default_credentials
+
+def _same_context(a: KeyContext, b: KeyContext) -> bool:
+    return all(getattr(a, name) == getattr(b, name) for name in KeyContext.__slots__)
 
 
 class KeyCache:
@@ -502,17 +502,27 @@ class KeyCache:
         self._unknown.clear()
 
     async def refresh(self) -> None:
-        """Re-read every cached key: drops any whose change a lost NOTIFY hid."""
+        """Re-read every cached key and apply any change a lost NOTIFY hid: a changed key
+        is replaced, a revoked one dropped, and either way `on_evict` runs, so a decrypted
+        Bedrock key cached for it is dropped too (not served for up to its 5 minutes)."""
         digests = list(self._by_hash)
         if not digests:
             return
         rows = await self._db.fetch("get-key-contexts", digests)
         fresh = {bytes(r["key_hash"]): KeyContext(r) for r in rows}
         for digest in digests:
-            if digest in fresh:
-                self._by_hash[digest] = fresh[digest]
+            cached = self._by_hash.get(digest)
+            if cached is None:  # evicted while the query ran; the next lookup reloads it
+                continue
+            now = fresh.get(digest)
+            if now is not None and _same_context(cached, now):
+                continue
+            if now is None:
+                del self._by_hash[digest]
             else:
-                self._by_hash.pop(digest, None)
+                self._by_hash[digest] = now
+            if self._on_evict is not None:
+                self._on_evict(cached.key_id)
 
     async def refresh_forever(self, every: float) -> None:
         while True:

@@ -469,20 +469,16 @@ class Relay:
         }
         body = bedrock.prepare_body(call.body or b"", request.headers.get("anthropic-beta"), config)
         base_url = bedrock.endpoint(region, config)
+        proxy = config.proxy_for(base_url)
         request_id = call.request_id
         headers = {"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id}
 
         if call.endpoint == "count_tokens":  # free on Bedrock too: no budget check
             try:
                 payload = await bedrock.count_tokens(
-                    self.session,
-                    base_url=base_url,
-                    model_id=model_id,
-                    body=body,
-                    auth=auth,
-                    region=region,
-                    timeout=config.bedrock_timeout,
-                )
+                    self.session, base_url=base_url, model_id=model_id, body=body, auth=auth, region=region,
+                    timeout=config.bedrock_timeout, proxy=proxy,
+                )  # fmt: skip
             except errors.GatewayError as exc:
                 return self._bedrock_failed(call, exc, failure, fields)
             counted = web.Response(body=payload, content_type="application/json", headers=headers)
@@ -495,16 +491,9 @@ class Relay:
         counts = sse.UsageCounts()
         try:
             answer = await bedrock.invoke(
-                self.session,
-                base_url=base_url,
-                model_id=model_id,
-                body=body,
-                stream=call.stream,
-                auth=auth,
-                region=region,
-                timeout=config.bedrock_timeout,
-                on_event=counts.observe_sse,
-            )
+                self.session, base_url=base_url, model_id=model_id, body=body, stream=call.stream, auth=auth,
+                region=region, timeout=config.bedrock_timeout, on_event=counts.observe_sse, proxy=proxy,
+            )  # fmt: skip
         except errors.GatewayError as exc:
             return self._bedrock_failed(call, exc, failure, fields)
         async with answer:

@@ -183,7 +183,11 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
-    plan = upstream.PlanClient(config.plan_base_url, connect_timeout=config.plan_connect_timeout)
+    plan = upstream.PlanClient(
+        config.plan_base_url,
+        connect_timeout=config.plan_connect_timeout,
+        proxy=config.proxy_for(config.plan_base_url),
+    )
     app[COUNTERS] = metrics.Counters()
     budgets = limits.Budgets(
         app[DATABASE],

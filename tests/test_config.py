@@ -40,6 +40,7 @@ PERMISSIVE = {
     "bedrock_beta_allowlist",
     "bedrock_strip_fields",
     "admin_username",
+    "no_proxy",
 }
 
 
@@ -68,7 +69,7 @@ def test_every_config_field_is_declared_exactly_once_as_a_setting() -> None:
     assert sorted(declared) == sorted(fields)
     assert len(set(declared)) == len(declared)
     for setting in SETTINGS:
-        assert setting.env == "CCPROXY_" + setting.field.upper()
+        assert setting.env == (setting.standard_env or "CCPROXY_" + setting.field.upper())
         assert setting.doc.strip()
         # Every default is itself valid.
         setting.parse(setting.default)
@@ -150,6 +151,7 @@ def test_a_bad_secret_value_is_named_but_never_shown() -> None:
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if s.secret], ids=lambda s: s.env)
 def test_secret_settings_accept_a_secrets_manager_arn(setting: Setting) -> None:
     candidates = (
+        "http://proxy.example:3128",
         "s3cr3t",
         "https://hooks.example.com/s3cr3t",
         "postgresql://u:from-secrets-manager@db/ccproxy",
@@ -213,3 +215,20 @@ def test_data_path_is_absolute() -> None:
     config = config_mod.load({"CCPROXY_DATA_DIR": "relative/dir"})
     assert config.data_path.is_absolute()
     assert config.data_path.parts[-2:] == ("relative", "dir")
+
+
+def test_outbound_proxies_are_read_under_their_conventional_names() -> None:
+    environ = {"HTTPS_PROXY": "http://user:pw@proxy.corp:3128", "http_proxy": "proxy.corp:8080"}
+    config = config_mod.load({**environ, "NO_PROXY": "localhost,.corp"})
+    assert config.proxy_for("https://api.anthropic.com/v1/messages") == "http://user:pw@proxy.corp:3128"
+    assert config.proxy_for("https://bedrock-runtime.eu-west-1.amazonaws.com") == "http://user:pw@proxy.corp:3128"
+    assert config.proxy_for("http://fake:9000") == "http://proxy.corp:8080"
+    for direct in ("https://localhost:8443", "https://db.corp", "https://a.b.corp"):
+        assert config.proxy_for(direct) is None, direct
+    assert config_mod.load({"NO_PROXY": "*", "HTTPS_PROXY": "http://p:1"}).proxy_for("https://x") is None
+    assert config_mod.load({}).proxy_for("https://api.anthropic.com") is None
+
+
+def test_a_tls_proxy_url_is_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigError, match=r"HTTPS_PROXY=.*http:// proxy URL"):
+        config_mod.load({"HTTPS_PROXY": "https://proxy.corp:3128"})

@@ -22,7 +22,8 @@ import aiohttp
 import orjson
 import pytest
 from anthropic import AsyncAnthropic
-from conftest import Gateway, LogCapture, cli_env, free_port, run_cli
+from conftest import Gateway, LogCapture, cli_env, free_port, make_config, run_cli, start_site
+from connect_proxy import ConnectProxy
 
 from bench import fake_bedrock
 from bench.fake_anthropic import ERRORS, USAGE_LIMIT_MESSAGE, FakeAnthropic
@@ -1121,3 +1122,37 @@ async def test_warnings_logged_while_serving_a_request_carry_its_request_id(
         assert warning["request_id"] == request_id
         [request_line] = [line for line in completed(logs) if line["request_id"] == request_id]
         assert request_line["provider"] == ("bedrock" if name == "price_missing" else "plan")
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["proxied", "no_proxy"])
+async def test_plan_and_bedrock_calls_go_through_the_outbound_proxy_unless_no_proxy_says(
+    tmp_path: Path,
+    database_url: str,
+    fake: tuple[FakeAnthropic, str],
+    bedrock: FakeBedrock,
+    http: aiohttp.ClientSession,
+    bypassed: bool,
+) -> None:
+    """HTTPS_PROXY / HTTP_PROXY / NO_PROXY (issue 13 §4): corporate networks reach the
+    plan and Bedrock only through their proxy. (Both fakes are http://, so HTTP_PROXY.)"""
+    upstream, plan_url = fake
+    upstream.queue("usage_limit")
+    async with ConnectProxy() as proxy:
+        config = make_config(tmp_path, database_url, plan_url, bedrock_endpoint_url=bedrock.url)  # type: ignore[attr-defined]
+        config = config.replace(http_proxy=proxy.url, no_proxy=("127.0.0.1",) if bypassed else ())
+        runner, url = await start_site(server.create_app(config, journal_dir=tmp_path / "journal"))
+        try:
+            gw = Gateway(url, runner.app, config)
+            key = (await key_with_bedrock(gw, bedrock))["key"]
+            status, headers, body = await post(http, f"{url}/ak/{key}/v1/messages", BODY)
+            assert (status, headers["x-ccproxy-provider"]) == (200, "bedrock"), body
+            check_bedrock_answer(False, body)
+        finally:
+            await runner.cleanup()
+    assert len(upstream.requests) == 1 and len(bedrock.requests) == 1
+    if bypassed:
+        assert (proxy.tunnels, proxy.forwarded) == ([], [])
+    else:
+        assert proxy.tunnels == [plan_url.removeprefix("http://")]  # the plan: a CONNECT tunnel
+        model = SONNET_ID.replace(":", "%3A")  # the path as SigV4 signs it
+        assert proxy.forwarded == [f"{bedrock.url}/model/{model}/invoke"]  # type: ignore[attr-defined]

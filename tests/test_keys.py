@@ -245,6 +245,51 @@ async def test_an_unknown_key_that_is_then_issued_works_within_one_second(
     assert await wait_for_status(http, [gateway], key, 200, within=1.0) < 1.0
 
 
+async def test_the_periodic_refresh_applies_changes_a_missed_notify_hid_and_drops_decrypted_keys(
+    gateway: Gateway,
+) -> None:
+    """Issue 13 §4: with NOTIFY suppressed (this cache has no listener), a rotated Bedrock
+    key must not be served from the old decrypted copy until it expires."""
+    from gateway import envelope, server
+
+    keyring = gateway.app[server.KEYRING]
+    secrets = envelope.SecretCache()
+    evicted: list[int] = []
+
+    def on_evict(key_id: int) -> None:
+        evicted.append(key_id)
+        secrets.invalidate(keys.bedrock_owner(key_id))
+
+    hasher = keys.KeyHasher(keys.load_secret(gateway.config.key_hash_secret, gateway.config.data_path))
+    cache = keys.KeyCache(gateway.database, hasher, 2, on_evict=on_evict)
+    issued = await gateway.issue_key("alice")
+    other = await gateway.issue_key("bob")
+    owner = keys.bedrock_owner(issued["id"])
+    await keys.set_bedrock_key(gateway.database, keyring, issued["id"], "ABSK-old")
+    ctx = await cache.lookup(issued["key"])
+    await cache.lookup(other["key"])
+    assert ctx.bedrock_key_blob is not None
+    assert await secrets.unsealed(keyring, ctx.bedrock_key_blob, owner) == b"ABSK-old"
+
+    await cache.refresh()  # nothing changed: nothing evicted
+    assert evicted == []
+
+    await keys.set_bedrock_key(gateway.database, keyring, issued["id"], "ABSK-new")  # its NOTIFY is missed
+    await cache.refresh()
+    assert evicted == [issued["id"]]  # the changed key only
+    assert secrets.get(owner) is None  # the old decrypted copy is gone
+    ctx = await cache.lookup(issued["key"])
+    assert ctx.bedrock_key_blob is not None
+    assert await secrets.unsealed(keyring, ctx.bedrock_key_blob, owner) == b"ABSK-new"
+
+    await keys.revoke(gateway.database, issued["id"])
+    await cache.refresh()
+    assert evicted == [issued["id"], issued["id"]]
+    with pytest.raises(errors.NotFound):
+        await cache.lookup(issued["key"])
+    assert (await cache.lookup(other["key"])).key_id == other["id"]  # untouched throughout
+
+
 async def test_a_lost_listener_reconnects_and_revocations_still_arrive(
     gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
