@@ -235,6 +235,73 @@ class Config:
     drain_seconds: Annotated[
         float, setting("30", _float_range(0, 3600), "On SIGTERM, seconds in-flight requests get to finish.")
     ]
+    # Edge limits (issue 16): parser limits, timeouts, connection caps, key-guessing throttle.
+    header_timeout_seconds: Annotated[
+        float,
+        setting(
+            "10",
+            _float_range(0.5, 600),
+            "Seconds a client may take to send a request line and its headers, and longest silence inside a body.",
+        ),
+    ]
+    keepalive_seconds: Annotated[
+        float,
+        setting(
+            "75", _float_range(1, 3600), "Seconds an idle keep-alive client connection is kept open between requests."
+        ),
+    ]
+    max_request_line: Annotated[
+        int,
+        setting("8190", _int_range(256, 65536), "Longest request line accepted (longer gets 414)."),
+    ]
+    max_header_bytes: Annotated[
+        int,
+        setting("16384", _int_range(1024, MiB), "Longest header line accepted (longer gets 431)."),
+    ]
+    max_headers: Annotated[
+        int,
+        setting("128", _int_range(16, 4096), "Most request headers accepted (more gets 431)."),
+    ]
+    max_connections: Annotated[
+        int,
+        setting("10000", _int_range(1, 1_000_000), "Open client connections in total (more get 503)."),
+    ]
+    max_connections_per_address: Annotated[
+        int,
+        setting(
+            "2000",
+            _int_range(1, 1_000_000),
+            "Open client connections from one address (more get 503; behind a load balancer, its nodes).",
+        ),
+    ]
+    key_miss_limit: Annotated[
+        int,
+        setting(
+            "30",
+            _int_range(1, 1_000_000),
+            "Unknown access keys one client address may present per window before it gets 429.",
+        ),
+    ]
+    key_miss_window_seconds: Annotated[
+        float,
+        setting("60", _float_range(1, 86400), "Window (seconds) of the key-guessing throttle."),
+    ]
+    forwarded_hops: Annotated[
+        int,
+        setting(
+            "0",
+            _int_range(0, 8),
+            "Trusted proxies in front (1 behind an ALB): the client address is read from X-Forwarded-For.",
+        ),
+    ]
+    db_connect_retry_seconds: Annotated[
+        float,
+        setting(
+            "30",
+            _float_range(0, 3600),
+            "How long `ccproxy serve` keeps retrying an unreachable database before giving up.",
+        ),
+    ]
     minute_rollup_days: Annotated[
         int,
         setting(

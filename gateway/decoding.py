@@ -37,6 +37,8 @@ def json_body(data: bytes, cls: type[T]) -> T:
         raise validation_error(exc) from None
     except msgspec.DecodeError:
         raise InvalidJson("the request body is not valid JSON") from None
+    except RecursionError:  # msgspec's fixed depth limit (about 1,000 levels)
+        raise InvalidJson("the request body nests JSON too deeply") from None
 
 
 def convert(values: dict[str, Any], cls: type[T]) -> T:

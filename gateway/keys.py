@@ -43,7 +43,13 @@ def generate() -> str:
 
 def mask(key: str) -> str:
     """What logs and lists show of a key: `ak_` + 6 characters + `…`."""
-    return key[:9] + "…" if key.startswith(KEY_PREFIX) else "(not an access key)"
+    prefix = key[:9]
+    # Only printable ASCII reaches a log line: a path may carry any byte (issue 16).
+    return (
+        prefix + "…"
+        if key.startswith(KEY_PREFIX) and prefix.isascii() and prefix.isprintable()
+        else "(not an access key)"
+    )
 
 
 def display_prefix(key: str) -> str:

@@ -201,6 +201,74 @@ def configure(level: str = "info", stream: Any = None, *, buffered: bool = False
     )
 
 
+# --- one logging path: the standard library's loggers, asyncio and stray exceptions ---------
+
+
+class _ToStructlog(logging.Handler):
+    """Standard-library records (aiohttp, asyncio, botocore, warnings) as structlog JSON
+    lines, through the same redaction. A record's traceback and exception message are
+    never written (they can quote request bytes); its class is."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format
+            message = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name, "message": message[:500]}
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["error"] = type(record.exc_info[1]).__name__
+        structlog.get_logger("stdlib").log(max(record.levelno, logging.DEBUG), "library_log", **fields)
+
+
+_HANDLER = _ToStructlog()
+
+
+def capture_stdlib(level: str = "info") -> None:
+    """Route every standard-library logger, `warnings`, and uncaught exceptions in threads
+    and at exit through structlog (issue 16: one logging path). Idempotent."""
+    import sys as _sys
+    import threading as _threading
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler is not _HANDLER:
+            root.removeHandler(handler)
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+    root.setLevel(max(logging.getLevelNamesMapping()[level.upper()], logging.INFO))
+    for name in ("aiohttp.access", "aiohttp.server", "aiohttp.web", "asyncio"):
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
+    logging.captureWarnings(True)
+    error_log = structlog.get_logger("gateway.crash")
+
+    def excepthook(kind: type[BaseException], exc: BaseException, _tb: Any) -> None:
+        error_log.error("uncaught_exception", error=kind.__name__)
+        flush()
+
+    def thread_hook(args: Any) -> None:
+        error_log.error("uncaught_exception", error=args.exc_type.__name__, thread=getattr(args.thread, "name", None))
+
+    def unraisable_hook(args: Any) -> None:
+        error_log.warning("unraisable_exception", error=type(args.exc_value).__name__)
+
+    _sys.excepthook = excepthook
+    _threading.excepthook = thread_hook
+    _sys.unraisablehook = unraisable_hook
+
+
+def loop_exception_handler(_loop: Any, context: dict[str, Any]) -> None:
+    """asyncio's handler for exceptions nobody awaited: one line with the class and
+    asyncio's own message (which names the callback or task, never request bytes)."""
+    exc = context.get("exception")
+    structlog.get_logger("asyncio").error(
+        "loop_exception",
+        message=str(context.get("message", ""))[:200],
+        error=type(exc).__name__ if exc is not None else None,
+    )
+
+
 def emf(metrics: list[dict[str, str]], values: dict[str, Any]) -> dict[str, Any]:
     """The EMF fields to merge into a log line: metadata plus the metric values."""
     return {

@@ -32,6 +32,7 @@ from gateway import (
     circuit,
     envelope,
     errors,
+    guard,
     headers,
     keys,
     ledger,
@@ -57,6 +58,13 @@ LOST_MID_STREAM = (
     b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
     b'"message":"The upstream connection was lost mid-stream."}}\n\n'
 )
+# A plan stream that ended (cleanly or not) before `message_stop`: Claude Code must see
+# it was cut, and retries an overloaded_error (issue 16).
+TRUNCATED = (
+    b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+    b'"message":"The upstream stream ended before message_stop."}}\n\n'
+)
+MAX_MODEL_CHARS = 256
 
 _ZERO = Decimal(0)
 _NO_USAGE = sse.UsageCounts()  # read-only stand-in for an answer that reported none
@@ -136,30 +144,58 @@ class Call:
         # Unix seconds until which the plan rejected this key (quota routing); 0: it did not.
         self.plan_resets_at = 0.0
 
-    async def read_body(self, request: web.Request, limit: int) -> None:
+    async def read_body(self, request: web.Request, limit: int, silence: float) -> None:
         # Read from the stream rather than `request.read()`, which keeps a second copy of
         # the body on the request for its whole life: 50 KB per open Claude Code stream.
         length = request.content_length
         if length is not None and length > limit:
             raise _too_large(limit)  # without reading it
-        read = request.content.readany
+        content = request.content
+        read = content.readany
         chunks = []
         size = 0
-        while chunk := await read():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
-            fields = _decode_envelope(body)
-        except msgspec.ValidationError as exc:
-            raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
-        except msgspec.DecodeError:
-            raise errors.InvalidRequest("Request body is not valid JSON.") from None
+            while True:
+                if content.is_eof():  # all of it is here (the usual case): no timer needed
+                    chunk = await read()
+                else:
+                    # A body that stops arriving holds its connection like slowloris does.
+                    async with asyncio.timeout(silence):
+                        chunk = await read()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except web.RequestPayloadError:  # broken chunked framing, a short body
+            raise errors.InvalidRequest("The request body could not be read (broken framing).") from None
+        except TimeoutError:
+            raise errors.InvalidRequest(f"The request body stopped arriving for {silence:g} s.") from None
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        fields = parse_envelope(body)
         self.body = body
         self.model = fields.model
         self.stream = fields.stream and self.endpoint == "messages"
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """The fields the gateway reads from a request body, or InvalidRequest (any bytes in:
+    one of the two out, nothing else escapes)."""
+    try:
+        fields = _decode_envelope(body)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidRequest(f"Invalid request body: {exc}") from None
+    except msgspec.DecodeError:
+        raise errors.InvalidRequest("Request body is not valid JSON.") from None
+    except RecursionError:  # msgspec's fixed depth limit (about 1,000 levels)
+        raise errors.InvalidRequest("Request body nests JSON too deeply.") from None
+    model = fields.model
+    if model is not None and (len(model) > MAX_MODEL_CHARS or "\x00" in model):
+        # It is recorded with the usage: PostgreSQL text refuses NUL, and a huge name
+        # would bloat every row and log line.
+        raise errors.InvalidRequest("model must be a model name (at most 256 characters, no NUL).")
+    return fields
 
 
 def _too_large(limit: int) -> errors.RequestTooLarge:
@@ -291,6 +327,8 @@ class Relay:
         self._plan_key = config.plan_api_key
         self._ping_interval = config.ping_interval
         self._forward = headers.RequestHeaders(config.plan_custom_header_bytes)
+        self._forwarded_hops = config.forwarded_hops
+        self.key_guard = guard.KeyGuard(config.key_miss_limit, config.key_miss_window_seconds)
 
     # --- one request, top to bottom ----------------------------------------------------
 
@@ -304,12 +342,17 @@ class Relay:
         try:
             try:
                 ctx = await self.keys.lookup(key)
+            except errors.NotFound as exc:
+                # Key guessing (issue 16): past N misses from one address, 429 instead.
+                address = guard.client_address(request, self._forwarded_hops)
+                throttled = self.key_guard.miss(address, time.monotonic())
+                return self._unidentified(throttled or exc, request_id, endpoint, key, started)
             except errors.GatewayError as exc:
                 return self._unidentified(exc, request_id, endpoint, key, started)
             request_headers = request.headers
-            call = Call(request_id, endpoint, started, ctx, request_headers.get(SESSION_HEADER))
-            call.agent_id = request_headers.get(headers.AGENT)
-            call.parent_agent_id = request_headers.get(headers.PARENT_AGENT)
+            call = Call(request_id, endpoint, started, ctx, _clean_header(request_headers.get(SESSION_HEADER)))
+            call.agent_id = _clean_header(request_headers.get(headers.AGENT))
+            call.parent_agent_id = _clean_header(request_headers.get(headers.PARENT_AGENT))
             outcome = None
             try:
                 outcome = await self._answer(request, call, upstream_path, org_mode)
@@ -319,6 +362,16 @@ class Relay:
                 outcome = call.abandoned or Outcome(None, "none")
                 outcome.error_class = "client_disconnected"
                 raise
+            except Exception as exc:
+                # A bug, not the caller's fault: answered in Anthropic's shape and recorded
+                # as internal_error (the class and place go to the log, never the message).
+                logger.error("internal_error", error=type(exc).__name__, where=guard.where(exc))
+                if call.abandoned is not None:  # mid-stream: nothing else can be sent
+                    outcome = call.abandoned
+                    outcome.error_class = "internal_error"
+                    raise
+                failed = errors.InternalError("The gateway failed to handle this request.")
+                outcome = refusal(failed, request_id, error_class="internal_error")
             finally:
                 self._meter(call, outcome or Outcome(None, "none", error_class="internal_error"))
             assert outcome.response is not None
@@ -330,7 +383,7 @@ class Relay:
         ctx = call.ctx
         self.rate.check(ctx.key_id, ctx.rpm_limit, time.monotonic())
         if request.method == "POST":
-            await call.read_body(request, self.config.max_body_bytes)
+            await call.read_body(request, self.config.max_body_bytes, self.config.header_timeout_seconds)
         limits.check_model(ctx, call.model)
         if ctx.routing == BEDROCK_ONLY:
             return await self._bedrock_only(request, call)
@@ -633,23 +686,31 @@ class Relay:
                 await write(chunk)
                 chunk = await read()
         except (PlanConnectionError, TimeoutError):
-            # The plan died mid-stream: tell the client in-band, as Anthropic does.
             broke = "network_error"
-            if at_boundary():
-                with contextlib.suppress(ConnectionResetError):
-                    await write(LOST_MID_STREAM)
         except ConnectionResetError:
             broke = "client_disconnected"
         finally:
             pinger.stop()
         counts = outcome.usage or _NO_USAGE
         outcome.error_class = counts.error_type or broke or (None if counts.seen_stop else "stream_incomplete")
+        if outcome.error_class in ("network_error", "stream_incomplete"):
+            outcome.error_class = await self._truncated(write, scanner)
         if broke != "client_disconnected":
             try:
                 await response.write_eof()
             except ConnectionResetError:
                 outcome.error_class = "client_disconnected"
         return outcome
+
+    @staticmethod
+    async def _truncated(write: Callable[[bytes], Awaitable[None]], scanner: sse.UsageScanner | None) -> str:
+        """The upstream stream ended (closed or broke) before `message_stop` and before any
+        error event of its own: say so in-band, as Anthropic does, so the client knows.
+        A cut inside an event is ended first (a blank line), so the error is its own event."""
+        tail = TRUNCATED if scanner is None or scanner.at_event_boundary() else b"\n\n" + TRUNCATED
+        with contextlib.suppress(ConnectionResetError):
+            await write(tail)
+        return "upstream_truncated"
 
     # --- headers --------------------------------------------------------------------------
 
@@ -780,6 +841,16 @@ class Relay:
 
 
 _SSE_NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _clean_header(value: str | None) -> str | None:
+    """A client header value fit for a usage row and a log line: aiohttp hands over any
+    byte (as a surrogate), which neither PostgreSQL nor JSON accepts; bounded."""
+    if value is None:
+        return None
+    if not value.isascii() or "\x00" in value:
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
+    return value[:200]
 
 
 def _request_line(

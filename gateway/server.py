@@ -73,6 +73,8 @@ async def log_flush_ctx(_app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(0.1)
             log.flush()
 
+    # Exceptions nobody awaited reach the log as one JSON line, not a stderr traceback.
+    asyncio.get_running_loop().set_exception_handler(log.loop_exception_handler)
     task = asyncio.create_task(flush_forever())
     yield
     await _cancel(task)

@@ -73,6 +73,18 @@ def _retrieve(task: asyncio.Task[list[tuple[int, str, int]]]) -> None:
         task.exception()
 
 
+def render_head(method: str, target: str, host: str, headers: dict[str, str], body: bytes | None) -> bytes:
+    """The request line and headers as bytes. aiohttp decodes request headers as UTF-8
+    with surrogateescape, so any byte a client sent in a header value goes upstream as that
+    same byte (issue 16); CR, LF and NUL never reach here (aiohttp's parser refuses them)."""
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    if body is not None or method == "POST":
+        lines.append(f"Content-Length: {len(body) if body else 0}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
 class PlanConnectionError(Exception):
     """The plan connection failed, or broke HTTP/1.1, before the answer was complete.
 
@@ -582,12 +594,7 @@ class PlanClient:
         """
         if self._closed:
             raise PlanConnectionError("the plan client is closed")
-        lines = [f"{method} {self.prefix}{target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        if body is not None or method == "POST":
-            lines.append(f"Content-Length: {len(body) if body else 0}\r\n")
-        lines.append("\r\n")
-        request_head = "".join(lines).encode("utf-8")
+        request_head = render_head(method, self.prefix + target, self.host_header, headers, body)
         loop = asyncio.get_running_loop()
         deadline = None if head_timeout is None else loop.time() + head_timeout
         conn = self._take()

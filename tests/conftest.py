@@ -31,7 +31,7 @@ from aiohttp import web
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import audit, db, keys, log, server, teams, users
+from gateway import audit, db, guard, keys, log, server, teams, users
 from gateway import config as config_mod
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +59,27 @@ RECENT_USAGE_FIELDS = frozenset(
 )
 
 
+# --- the secrets sweep (issue 16) ----------------------------------------------------------
+# Known canary secrets the adversity tests send everywhere they can (credentials, keys,
+# passwords, tokens). Every line the gateways write, every error body they render and
+# every usage row is checked for them; the session fails on any hit.
+CANARY_PLAN_CREDENTIAL = "sk-ant-oat01-CANARYplanCredential0123456789abcdefABCDEF"
+CANARY_ACCESS_KEY = "ak_CANARYaccessKey0123456789abcdefghijklmnopqrstuvwxyzAB"
+CANARY_BEDROCK_KEY = "ABSKQmVkcm9ja0NBTkFSWWJlZHJvY2tLZXkwMTIzNDU2Nzg5"
+CANARY_ADMIN_PASSWORD = "CANARY-admin-password-correct-horse-42"
+CANARY_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDQU5BUllqd3QifQ.Q0FOQVJZand0c2lnbmF0dXJlMDEyMzQ1Njc4OQ"
+CANARIES = (CANARY_PLAN_CREDENTIAL, CANARY_ACCESS_KEY, CANARY_BEDROCK_KEY, CANARY_ADMIN_PASSWORD, CANARY_JWT)
+_CANARY_BYTES = tuple(c.encode() for c in CANARIES)
+# Where a canary was found: "what (which canary)"; checked when the session ends.
+CANARY_HITS: list[str] = []
+SERVE_LOGS: list[Path] = []  # stdout + stderr of every `ccproxy serve` the tests started
+
+
+def sweep(where: str, data: bytes | str) -> None:
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
+    CANARY_HITS.extend(f"{where}: {canary[:16].decode()}…" for canary in _CANARY_BYTES if canary in raw)
+
+
 class LogCapture(io.RawIOBase):
     """Where the in-process gateways' JSON log lines go, so tests can read them."""
 
@@ -70,6 +91,7 @@ class LogCapture(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         self.data += data
+        sweep("in-process gateway log", data)
         return len(data)
 
     def flush(self) -> None:
@@ -91,6 +113,35 @@ if _holder is None:
     sys.modules["_ccproxy_test_logs"] = _holder
     log.configure("info", stream=_holder.LOGS)  # type: ignore[attr-defined]
 LOGS: LogCapture = _holder.LOGS  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_sweep(world_dir: Path) -> Iterator[None]:
+    """Watch every error body the gateway renders; at the end, read every `ccproxy serve`
+    output and fail on any canary (log lines and usage rows are swept as they go)."""
+    from gateway import errors
+    from gateway.admin import app as admin_app
+
+    relay_body, admin_error = errors.error_body, admin_app._error
+
+    def watched_body(error_type: str, message: str, request_id: str) -> bytes:
+        body = relay_body(error_type, message, request_id)
+        sweep("relay error body", body)
+        return body
+
+    def watched_admin(*args: Any, **kwargs: Any) -> web.Response:
+        response = admin_error(*args, **kwargs)
+        sweep("admin error body", response.body if isinstance(response.body, bytes) else b"")
+        return response
+
+    errors.error_body = watched_body  # type: ignore[assignment]
+    admin_app._error = watched_admin  # type: ignore[assignment]
+    yield
+    errors.error_body, admin_app._error = relay_body, admin_error  # type: ignore[assignment]
+    for path in SERVE_LOGS:
+        with contextlib.suppress(OSError):
+            sweep(f"ccproxy serve output {path.name}", path.read_bytes())
+    assert not CANARY_HITS, f"canary secrets leaked: {sorted(set(CANARY_HITS))}"
 
 
 @pytest.fixture
@@ -151,6 +202,13 @@ async def database_url(pg_dsn: str) -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield db.with_database(pg_dsn, name)
+    with contextlib.suppress(asyncpg.PostgresError, OSError):  # the secrets sweep: usage rows
+        conn = await asyncpg.connect(db.with_database(pg_dsn, name))
+        try:
+            for row in await conn.fetch("SELECT row_to_json(u)::text AS row FROM usage_events u"):
+                sweep("usage row", row["row"])
+        finally:
+            await conn.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -158,8 +216,14 @@ async def database_url(pg_dsn: str) -> AsyncIterator[str]:
         await conn.close()
 
 
-async def start_site(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+async def start_site(app: web.Application, config: config_mod.Config | None = None) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a loopback port; a gateway (`config` given) through the runner
+    `ccproxy serve` uses, with its limits, timeouts and caps."""
+    runner = (
+        guard.GatewayRunner(app, config, shutdown_timeout=2)
+        if config
+        else web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -244,7 +308,7 @@ async def gateway_factory(tmp_path: Path, database_url: str) -> AsyncIterator[An
         config = make_config(tmp_path, database_url, plan_url, **overrides)
         # Instances may share a data dir; a usage journal has exactly one writer process.
         app = server.create_app(config, journal_dir=tmp_path / f"journal-{len(runners)}")
-        runner, url = await start_site(app)
+        runner, url = await start_site(app, config)
         runners.append(runner)
         return Gateway(url, app, config)
 
@@ -313,6 +377,7 @@ def cli_env(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 def start_serve(env: dict[str, str], stdout_path: Path, port: int, timeout: float = 60) -> ServeProcess:
     env = {**env, "CCPROXY_PORT": str(port)}
+    SERVE_LOGS.append(stdout_path)
     out = stdout_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT

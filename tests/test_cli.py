@@ -139,9 +139,10 @@ def test_an_unreachable_database_is_a_message_not_a_traceback(open_tmp: Path) ->
     started = time.monotonic()
     assert "cannot use the database" in fails(env, "users", "list")
     assert "cannot use the database" in fails(env, "migrate")
+    env["CCPROXY_DB_CONNECT_RETRY_SECONDS"] = "1"  # serve retries a while first (issue 16)
     serve = run_cli(env, "serve", "--port", str(free_port()), check=False)  # logs its start to stdout
     assert serve.returncode == 1
-    assert serve.stderr.startswith("ccproxy: cannot start:"), serve.stderr
+    assert serve.stderr.startswith("ccproxy serve: cannot reach the database at 127.0.0.1:"), serve.stderr
     assert time.monotonic() - started < 60
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import admins, audit, errors, server
+from gateway import admins, audit, errors, guard, server
 from gateway.admin import http
 
 JWT_SECRET = web.AppKey("admin_jwt_secret", bytes)
@@ -15,7 +15,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def client_address(request: web.Request) -> str | None:
-    return request.remote
+    # Behind a load balancer, the address it saw (CCPROXY_FORWARDED_HOPS; issue 16).
+    return guard.client_address(request, request.config_dict[server.CONFIG].forwarded_hops)
 
 
 def _bearer(request: web.Request) -> str:

@@ -245,6 +245,12 @@ class ComputeStack(Stack):
                 "CCPROXY_KMS_KEY_ID": data.bedrock_key.key_arn,
                 "CCPROXY_BEDROCK_DEFAULT_REGION": Aws.REGION,
                 "CCPROXY_LOG_LEVEL": "info",
+                # Behind the ALB (issue 16): client addresses come from X-Forwarded-For;
+                # the per-address connection cap would count ALB nodes, so it is the
+                # total; idle keep-alive outlives the ALB's, so the ALB closes first.
+                "CCPROXY_FORWARDED_HOPS": "1",
+                "CCPROXY_MAX_CONNECTIONS_PER_ADDRESS": "10000",
+                "CCPROXY_KEEPALIVE_SECONDS": str(cfg.ALB_IDLE_TIMEOUT_SECONDS + 60),
             },
             secrets={
                 "CCPROXY_DATABASE_URL": ecs.Secret.from_secrets_manager(data.database_url_secret),
