@@ -257,6 +257,15 @@ def refusal(exc: errors.GatewayError, request_id: str, provider: str = "none", *
     return Outcome(response, provider, error_class=fields.pop("error_class", exc.recorded_class), **fields)
 
 
+def _routed_away(call: Call, outcome: Outcome) -> Outcome:
+    """A gateway error for a key routed away from its plan (quota) still says so."""
+    if call.plan_resets_at and outcome.response is not None:
+        outcome.response.headers["x-ccproxy-plan-resets-at"] = _iso(call.plan_resets_at)
+        if outcome.fallback_state is not None:
+            outcome.response.headers["x-ccproxy-fallback"] = outcome.fallback_state
+    return outcome
+
+
 class PlanFailure:
     """A plan answer that falls back (SPEC §3): its class, and what the client gets if no
     Bedrock answer replaces it: the plan's own reply, or the gateway's error when the plan
@@ -608,7 +617,7 @@ class Relay:
         try:
             self.budgets.check(ctx)  # before any Bedrock call; plan calls are never blocked
         except errors.RateLimited as exc:
-            return refusal(exc, call.request_id, "bedrock", error_class="budget_exceeded", **fields)
+            return _routed_away(call, refusal(exc, call.request_id, "bedrock", error_class="budget_exceeded", **fields))
         counts = sse.UsageCounts()
         try:
             answer = await bedrock.invoke(
@@ -638,12 +647,7 @@ class Relay:
         error is the answer, in Anthropic's shape."""
         klass = exc.recorded_class
         if failure is None:
-            outcome = refusal(exc, call.request_id, "bedrock", **fields)
-            if call.plan_resets_at and outcome.response is not None:
-                outcome.response.headers["x-ccproxy-plan-resets-at"] = _iso(call.plan_resets_at)
-                if fields.get("fallback_state"):
-                    outcome.response.headers["x-ccproxy-fallback"] = fields["fallback_state"]
-            return outcome
+            return _routed_away(call, refusal(exc, call.request_id, "bedrock", **fields))
         logger.warning("bedrock_fallback_failed", error_class=klass, status=exc.status, message=exc.message)
         self.counters.fallback_failed(klass)
         return failure.relayed(call, "failed", provider="bedrock", error_class=klass, **fields)

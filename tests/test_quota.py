@@ -392,3 +392,33 @@ async def test_bedrock_only_never_calls_the_plan(
     status, headers, body = await post(http, gw, issued["key"])
     assert status == 500 and b"routed bedrock_only but has no usable Bedrock credentials" in body
     assert upstream.requests == []
+
+
+async def test_budgets_still_apply_to_a_key_routed_to_bedrock_for_quota(
+    gateway_factory: Any, fake: tuple[FakeAnthropic, str], bedrock: Any, http: aiohttp.ClientSession
+) -> None:
+    from decimal import Decimal
+
+    from gateway import users
+
+    upstream, plan_url = fake
+    gw: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url)
+    issued = await bedrock_key(gw, bedrock)
+    await users.update(gw.database, "dev", monthly_budget=Decimal("1.00"))
+    ctx = await gw.app[server.KEY_CACHE].lookup(issued["key"])
+    await key_cache_sees(gw, issued["key"], lambda c: c.monthly_budget_usd == Decimal("1.00"))
+    upstream.queue("rejected:60")
+    status, headers, _ = await post(http, gw, issued["key"])
+    assert (status, headers["x-ccproxy-provider"]) == (200, "bedrock")
+    ctx = await gw.app[server.KEY_CACHE].lookup(issued["key"])
+    gw.app[server.BUDGETS].record(ctx, Decimal("5"))  # this month's Bedrock spend is over the budget
+    status, headers, body = await post(http, gw, issued["key"])
+    assert status == 429 and b"Monthly budget exceeded" in body
+    assert (headers["x-ccproxy-provider"], headers["x-ccproxy-fallback"]) == ("bedrock", "quota")
+    assert "x-ccproxy-plan-resets-at" in headers
+    assert len(upstream.requests) == 1  # still routed: the plan was not asked
+    rows = await gw.usage_rows()
+    assert [(r["plan_outcome"], r["error_class"]) for r in rows] == [
+        ("usage_limit", None),
+        ("quota_exhausted", "budget_exceeded"),
+    ]
