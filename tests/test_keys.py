@@ -265,7 +265,7 @@ async def test_the_periodic_refresh_applies_changes_a_missed_notify_hid_and_drop
     issued = await gateway.issue_key("alice")
     other = await gateway.issue_key("bob")
     owner = keys.bedrock_owner(issued["id"])
-    await keys.set_bedrock_key(gateway.database, keyring, issued["id"], "ABSK-old")
+    await keys.set_bedrock_key(gateway.database, keyring, audit.SYSTEM, issued["id"], "ABSK-old")
     ctx = await cache.lookup(issued["key"])
     await cache.lookup(other["key"])
     assert ctx.bedrock_key_blob is not None
@@ -274,7 +274,9 @@ async def test_the_periodic_refresh_applies_changes_a_missed_notify_hid_and_drop
     await cache.refresh()  # nothing changed: nothing evicted
     assert evicted == []
 
-    await keys.set_bedrock_key(gateway.database, keyring, issued["id"], "ABSK-new")  # its NOTIFY is missed
+    await keys.set_bedrock_key(
+        gateway.database, keyring, audit.SYSTEM, issued["id"], "ABSK-new"
+    )  # its NOTIFY is missed
     await cache.refresh()
     assert evicted == [issued["id"]]  # the changed key only
     assert secrets.get(owner) is None  # the old decrypted copy is gone
@@ -282,7 +284,7 @@ async def test_the_periodic_refresh_applies_changes_a_missed_notify_hid_and_drop
     assert ctx.bedrock_key_blob is not None
     assert await secrets.unsealed(keyring, ctx.bedrock_key_blob, owner) == b"ABSK-new"
 
-    await keys.revoke(gateway.database, issued["id"])
+    await keys.revoke(gateway.database, audit.SYSTEM, issued["id"])
     await cache.refresh()
     assert evicted == [issued["id"], issued["id"]]
     with pytest.raises(errors.NotFound):
