@@ -182,7 +182,9 @@ async def test_claude_code_skips_an_exhausted_plan_until_its_reset_then_uses_it_
     fake_bedrock_server, bedrock_url = bedrock
     gw: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock_url)
     issued = await gw.issue_key("dev")
-    await keys.set_bedrock_key(gw.database, gw.app[server.KEYRING], issued["id"], fake_bedrock_server.api_key)
+    await keys.set_bedrock_key(
+        gw.database, gw.app[server.KEYRING], audit.SYSTEM, issued["id"], fake_bedrock_server.api_key
+    )
     base_url = f"{gw.url}/ak/{issued['key']}"
     reset_in = 12.0
     upstream.queue(*[f"rejected:{reset_in:g}"] * 20)  # whatever reaches the plan before the reset is rejected

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import Gateway, cli_env, run_cli
+from conftest import Gateway, cli_env, run_cli, update_user
 
 from bench.fake_anthropic import FakeAnthropic, Unified
 from gateway import audit, quota, server
@@ -399,12 +399,10 @@ async def test_budgets_still_apply_to_a_key_routed_to_bedrock_for_quota(
 ) -> None:
     from decimal import Decimal
 
-    from gateway import users
-
     upstream, plan_url = fake
     gw: Gateway = await gateway_factory(plan_url, bedrock_endpoint_url=bedrock.url)
     issued = await bedrock_key(gw, bedrock)
-    await users.update(gw.database, "dev", monthly_budget=Decimal("1.00"))
+    await update_user(gw.database, "dev", monthly_budget_usd=Decimal("1.00"))
     ctx = await gw.app[server.KEY_CACHE].lookup(issued["key"])
     await key_cache_sees(gw, issued["key"], lambda c: c.monthly_budget_usd == Decimal("1.00"))
     upstream.queue("rejected:60")
