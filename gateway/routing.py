@@ -77,3 +77,9 @@ async def set_routing(
         raise errors.NotFound(f"no active access key with id {target_id}")
     name = row["prefix"] + "…" if scope == "key" else row["name"]
     return RoutingSetting(scope=scope, id=int(row["id"]), name=name, routing=row["routing"])
+
+
+async def get_routing(database: db.Database, scope: Scope, target_id: int) -> str | None:
+    """A key's, user's or team's own setting (None: inherited), for the detail answers."""
+    value = await database.fetchval(f"get-{scope}-routing", target_id)
+    return str(value) if value is not None else None

@@ -27,3 +27,13 @@ WHERE k.status = 'active' AND u.status = 'active'
           ELSE u.team_id = $2 AND k.routing IS NULL AND u.routing IS NULL
       END
 ORDER BY k.id;
+
+-- name: get-key-routing
+-- The key's own setting (NULL: it follows its user); the detail answers of the admin API.
+SELECT routing FROM access_keys WHERE id = $1;
+
+-- name: get-user-routing
+SELECT routing FROM users WHERE id = $1;
+
+-- name: get-team-routing
+SELECT routing FROM teams WHERE id = $1;

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import admins, db, decoding, errors, keys, resources, server
-from gateway.admin import audit_log, auth, circuits, http, pricing, teams, usage, users
+from gateway.admin import audit_log, auth, circuits, http, models, pricing, quota, teams, usage, users
 from gateway.admin import keys as key_handlers
 from gateway.config import Config
 
@@ -136,6 +136,8 @@ def create(config: Config) -> web.Application:
     pricing.add_routes(r)
     circuits.add_routes(r)
     audit_log.add_routes(r)
+    quota.add_routes(r)
+    models.add_routes(r)
     catch_all = r.add_route("*", "/{tail:.*}", not_found).resource
     assert catch_all is not None
     app[CATCH_ALL] = catch_all

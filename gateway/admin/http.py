@@ -79,6 +79,12 @@ def page_args(request: web.Request, default_limit: int = paging.DEFAULT_LIMIT) -
     return limit, offset
 
 
+def page_of(items: list[T], limit: int, offset: int) -> paging.Page[T]:
+    """A page of a list the service returns whole (small: one row per key, mapping or
+    session group)."""
+    return paging.Page(items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset)
+
+
 def query_time(request: web.Request, name: str, report_tz: str) -> dt.datetime | None:
     raw = query_str(request, name, 64)
     if raw is None:

@@ -1,11 +1,13 @@
-"""/admin/access-keys/{id}: detail, update, revoke, rotate, and its Bedrock key."""
+"""/admin/access-keys/{id}: detail (with its routing strategy and quota), update,
+revoke, rotate, and its Bedrock key."""
 
 from __future__ import annotations
 
 import msgspec
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
-from gateway import keys, server
+from gateway import audit, db, keys, quota, routing, server
 from gateway.admin import http
 
 
@@ -13,14 +15,39 @@ class BedrockKeyPut(msgspec.Struct, forbid_unknown_fields=True):
     api_key: str
 
 
+class KeyDetail(keys.AccessKey):
+    routing: str | None  # the key's own strategy; None: it follows its user
+    quota: quota.QuotaView | None  # None until the plan reported one
+
+
+class KeyPatch(keys.KeyUpdate):
+    routing: str | UnsetType | None = UNSET
+
+
+async def _detail(database: db.Database, key_id: int) -> KeyDetail:
+    key = await keys.get(database, key_id)
+    return KeyDetail(
+        **msgspec.structs.asdict(key),
+        routing=await routing.get_routing(database, "key", key_id),
+        quota=await quota.get_state(database, key_id),
+    )
+
+
 async def detail(request: web.Request) -> web.Response:
-    return http.json(await keys.get(request.config_dict[server.DATABASE], http.path_id(request, "key_id")))
+    return http.json(await _detail(request.config_dict[server.DATABASE], http.path_id(request, "key_id")))
 
 
 async def update(request: web.Request) -> web.Response:
     key_id = http.path_id(request, "key_id")
-    spec = await http.body(request, keys.KeyUpdate)
-    return http.json(await keys.update(request.config_dict[server.DATABASE], http.actor(request), key_id, spec))
+    spec = await http.body(request, KeyPatch)
+    database = request.config_dict[server.DATABASE]
+    fields = keys.KeyUpdate(**{f: getattr(spec, f) for f in keys.KeyUpdate.__struct_fields__})
+    # The other fields first, so one PATCH can allow Bedrock and route to it.
+    if audit.changed(fields) or isinstance(spec.routing, UnsetType):
+        await keys.update(database, http.actor(request), key_id, fields)
+    if not isinstance(spec.routing, UnsetType):
+        await routing.set_routing(database, http.actor(request), "key", key_id, spec.routing)
+    return http.json(await _detail(database, key_id))
 
 
 async def revoke(request: web.Request) -> web.Response:

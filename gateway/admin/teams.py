@@ -1,11 +1,26 @@
-"""/admin/teams: create, list, detail, update, delete."""
+"""/admin/teams: create, list, detail (with its routing strategy), update, delete."""
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
-from gateway import server, teams
+from gateway import audit, db, routing, server, teams
 from gateway.admin import http
+
+
+class TeamDetail(teams.Team):
+    routing: str | None  # None: plan_first, the default
+
+
+class TeamPatch(teams.TeamUpdate):
+    routing: str | UnsetType | None = UNSET
+
+
+async def _detail(database: db.Database, team_id: int) -> TeamDetail:
+    team = await teams.get(database, team_id)
+    return TeamDetail(**msgspec.structs.asdict(team), routing=await routing.get_routing(database, "team", team_id))
 
 
 async def create(request: web.Request) -> web.Response:
@@ -20,13 +35,22 @@ async def list_(request: web.Request) -> web.Response:
 
 
 async def detail(request: web.Request) -> web.Response:
-    return http.json(await teams.get(request.config_dict[server.DATABASE], http.path_id(request, "team_id")))
+    return http.json(await _detail(request.config_dict[server.DATABASE], http.path_id(request, "team_id")))
 
 
 async def update(request: web.Request) -> web.Response:
     team_id = http.path_id(request, "team_id")
-    spec = await http.body(request, teams.TeamUpdate)
-    return http.json(await teams.update(request.config_dict[server.DATABASE], http.actor(request), team_id, spec))
+    spec = await http.body(request, TeamPatch)
+    database = request.config_dict[server.DATABASE]
+    fields = teams.TeamUpdate(**{f: getattr(spec, f) for f in teams.TeamUpdate.__struct_fields__})
+    if audit.changed(fields) or isinstance(spec.routing, UnsetType):
+        team = await teams.update(database, http.actor(request), team_id, fields)
+    else:
+        team = await teams.get(database, team_id)
+    if not isinstance(spec.routing, UnsetType):
+        # The service finds users and teams by name (the CLI's argument).
+        await routing.set_routing(database, http.actor(request), "team", team.name, spec.routing)
+    return http.json(await _detail(database, team_id))
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""/admin/usage: buckets with totals and per-model costs, top users, raw events, CSV."""
+"""/admin/usage: buckets with totals and per-model costs, top users, raw events, CSV,
+and totals per Claude Code session or agent."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import io
 
 from aiohttp import web
 
-from gateway import server, usage_reports
+from gateway import attribution, errors, server, usage_reports, users
 from gateway.admin import http
 
 
@@ -112,8 +113,26 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# The summary is paged from at most this many groups, most recently active first.
+MAX_GROUPS = 10_000
+
+
+async def summary(request: web.Request) -> web.Response:
+    by = http.query_choice(request, "by", attribution.GROUPINGS)
+    if by is None:
+        raise errors.ValidationFailed("by", f"by is required: one of {', '.join(attribution.GROUPINGS)}")
+    start, end = _range(request)
+    limit, offset = http.page_args(request)
+    database = request.config_dict[server.DATABASE]
+    user_id = http.query_id(request, "user")
+    name = (await users.get(database, user_id)).name if user_id is not None else None
+    groups = await attribution.summary(database, by=by, since=start, until=end, user=name, limit=MAX_GROUPS)
+    return http.json(http.page_of(groups, limit, offset))
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/usage", report)
     r.add_get("/usage/top-users", top_users)
     r.add_get("/usage/events", events)
     r.add_get("/usage/export.csv", export_csv)
+    r.add_get("/usage/summary", summary)

@@ -1,11 +1,35 @@
-"""/admin/users: create, list, detail, update, soft delete, deactivate, budget, keys."""
+"""/admin/users: create, list, detail (with its routing strategy and its keys' quota),
+update, soft delete, deactivate, budget, keys, recent sessions."""
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
-from gateway import keys, server, users
+from gateway import attribution, audit, db, keys, quota, routing, server, users
 from gateway.admin import http
+
+# Sessions are paged from at most this many of the user's latest (the service's cap).
+MAX_SESSIONS = 1000
+
+
+class UserDetail(users.User):
+    routing: str | None  # the user's own strategy; None: it follows its team
+    quota: list[quota.QuotaView]  # each of the user's keys the plan reported a quota for
+
+
+class UserPatch(users.UserUpdate):
+    routing: str | UnsetType | None = UNSET
+
+
+async def _detail(database: db.Database, user_id: int) -> UserDetail:
+    user = await users.get(database, user_id)
+    return UserDetail(
+        **msgspec.structs.asdict(user),
+        routing=await routing.get_routing(database, "user", user_id),
+        quota=await quota.list_states(database, user.name),
+    )
 
 
 async def create(request: web.Request) -> web.Response:
@@ -28,13 +52,33 @@ async def list_(request: web.Request) -> web.Response:
 
 
 async def detail(request: web.Request) -> web.Response:
-    return http.json(await users.get(request.config_dict[server.DATABASE], http.path_id(request, "user_id")))
+    return http.json(await _detail(request.config_dict[server.DATABASE], http.path_id(request, "user_id")))
 
 
 async def update(request: web.Request) -> web.Response:
     user_id = http.path_id(request, "user_id")
-    spec = await http.body(request, users.UserUpdate)
-    return http.json(await users.update(request.config_dict[server.DATABASE], http.actor(request), user_id, spec))
+    spec = await http.body(request, UserPatch)
+    database = request.config_dict[server.DATABASE]
+    fields = users.UserUpdate(**{f: getattr(spec, f) for f in users.UserUpdate.__struct_fields__})
+    if audit.changed(fields) or isinstance(spec.routing, UnsetType):
+        user = await users.update(database, http.actor(request), user_id, fields)
+    else:
+        user = await users.get(database, user_id)
+    if not isinstance(spec.routing, UnsetType):
+        # The service finds users by name (the CLI's argument); after a rename, the new one.
+        await routing.set_routing(database, http.actor(request), "user", user.name, spec.routing)
+    return http.json(await _detail(database, user_id))
+
+
+async def sessions(request: web.Request) -> web.Response:
+    user_id = http.path_id(request, "user_id")
+    limit, offset = http.page_args(request, default_limit=20)
+    days = http.query_int(request, "days", 30, 1, 366)
+    assert days is not None
+    database = request.config_dict[server.DATABASE]
+    user = await users.get(database, user_id)
+    groups = await attribution.recent_sessions(database, user.name, days=days, limit=MAX_SESSIONS)
+    return http.json(http.page_of(groups, limit, offset))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -90,3 +134,4 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_put("/users/{user_id}/budget", set_budget)
     r.add_get("/users/{user_id}/access-keys", list_keys)
     r.add_post("/users/{user_id}/access-keys", issue_key)
+    r.add_get("/users/{user_id}/sessions", sessions)
