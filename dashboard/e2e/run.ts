@@ -9,7 +9,8 @@ import { after, before, test } from "node:test";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { formatCompact, formatMoney, formatPercent, formatTokens } from "../lib/format.ts";
 import { cards } from "../lib/report.ts";
-import type { Page as ListPage, ModelMapping, TopUser, UsageReport, User, UserSession } from "../lib/api.ts";
+import type { Page as ListPage, ModelMapping, QuotaState, TopUser, UsageReport, User, UserSession } from "../lib/api.ts";
+import { formatUtilization } from "../lib/quota.ts";
 
 const env = (name: string): string => {
   const v = process.env[name];
@@ -128,10 +129,10 @@ test("2. the overview's cards show the admin API's numbers for the same range", 
   await page.getByTestId("card-requests").or(page.locator("main [role=alert]")).first().waitFor();
   assert.deepEqual(await page.locator("main [role=alert]").allInnerTexts(), [], "the overview loads without an error");
   // 30D is the default: go to 7D and back, and catch the page's own calls for 30D.
-  const sevenDays = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model"));
+  const sevenDays = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model") && !u.searchParams.has("provider"));
   await page.getByRole("button", { name: "7D", exact: true }).click();
   assert.equal(new URL((await sevenDays).url()).searchParams.get("granularity"), "hour", "7D is shown by hour");
-  const usageCall = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model"));
+  const usageCall = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model") && !u.searchParams.has("provider"));
   const topCall = nextResponse(page, (u) => u.pathname === "/admin/usage/top-users");
   await page.getByRole("button", { name: "30D", exact: true }).click();
   const [usageResponse, topResponse] = await Promise.all([usageCall, topCall]);
@@ -177,7 +178,8 @@ test("2b. the plan value card shows the plan rows' list price and the Bedrock sp
   await page.getByTestId("plan-value-plan").getByText(formatMoney(plan.totals.list_cost_usd), { exact: true }).waitFor();
   assert.equal(await cardValue(page, "plan-value-plan"), formatMoney(plan.totals.list_cost_usd));
   assert.equal(await cardValue(page, "plan-value-bedrock"), formatMoney(bedrock.totals.cost_usd));
-  assert.ok((await panel.locator(".recharts-surface").count()) === 1, "the plan value chart is drawn");
+  assert.equal(await panel.locator(".recharts-wrapper").count(), 1, "one chart: plan value and Bedrock spend over time");
+  assert.ok((await panel.locator(".recharts-bar-rectangle").count()) > 0, "its bars are drawn");
 });
 
 let createdId = 0;
@@ -394,6 +396,21 @@ test("9c. the user page shows the seeded user's latest session with its tokens a
   await routing.getByRole("button", { name: "Save routing" }).click();
   await routing.locator("[data-routing='']").waitFor();
   assert.equal((await api<User>(`/admin/users/${seeded.id}`)).routing, null);
+});
+
+test("9d. the Users list shows each user's highest 5h / 7d utilization, and the User page each key's windows", async () => {
+  const states = await api<ListPage<QuotaState>>("/admin/quota?limit=500");
+  const alice = states.items.find((q) => q.user === "alice");
+  assert.ok(alice, "the seeded quota reading of alice");
+  await page.goto(`${BASE}/dashboard/users/`);
+  const row = page.getByTestId("user-row").filter({ has: page.getByRole("link", { name: "alice", exact: true }) });
+  const cell = row.getByTestId("quota-cell");
+  await cell.waitFor();
+  assert.equal(await cell.innerText().then((t) => t.replace(/\s+/g, " ").trim()), `5h ${formatUtilization(alice.windows["5h"].utilization)} 7d ${formatUtilization(alice.windows["7d"].utilization)}`);
+  await row.getByRole("link", { name: "alice", exact: true }).click();
+  const key = page.locator(`[data-testid=key-row][data-key-id="${alice.access_key_id}"]`).getByTestId("key-quota");
+  await key.waitFor();
+  assert.match(await key.innerText(), new RegExp(`7d ${formatUtilization(alice.windows["7d"].utilization)}`));
 });
 
 test("10. every dashboard file the browser asked for was served", () => {
