@@ -31,6 +31,7 @@ ADMIN_USER, ADMIN_PASSWORD = "root", "correct horse battery staple"
 VIEWER_USER, VIEWER_PASSWORD = "auditor", "viewer password 1234"
 SEEDED_USER = "alice"
 # USD per million tokens (input, output, cache write, cache read) for the generated events.
+DEFAULT_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 RATES = {
     "claude-sonnet-4-5-20250929": (Decimal(3), Decimal(15), Decimal("3.75"), Decimal("0.30")),
     "claude-haiku-4-5-20251001": (Decimal(1), Decimal(5), Decimal("1.25"), Decimal("0.10")),
@@ -160,6 +161,9 @@ async def seeded(gateway_factory: Any, fake: Any, http: aiohttp.ClientSession) -
         key = await _api(http, gw, token, "POST", f"/admin/users/{user['id']}/access-keys", {})
         made[name] = (user["id"], key["id"])
     events = generate_month(made, dt.datetime.now(dt.UTC))
+    # A few Bedrock requests for a name nothing maps, served by the default (the Models page).
+    for event in [e for e in events if e.provider == "bedrock"][:7]:
+        event.model, event.upstream_model, event.model_substituted = "claude-experimental-9", DEFAULT_MODEL, True
     async with gw.database.acquire() as conn:
         for start in range(0, len(events), 500):
             await usage.write_batch(conn, events[start : start + 500], gw.config.report_tz)

@@ -356,6 +356,9 @@ test("9b. the models page lists the model map; an admin maps a name, sees it, an
   const row = page.locator(`[data-testid=model-row][data-model="${first.anthropic_name}"]`);
   await row.waitFor();
   assert.ok((await row.innerText()).includes(first.bedrock_model_id), `${first.anthropic_name} → ${first.bedrock_model_id}`);
+  const unmapped = page.getByTestId("unmapped-row").filter({ hasText: "claude-experimental-9" });
+  await unmapped.waitFor();
+  assert.match(await unmapped.innerText(), /\b7\b/, "the seeded unmapped name with its 7 requests");
   await page.getByLabel("Requested name").fill("e2e-model");
   await page.getByLabel("Bedrock model id").fill("us.anthropic.e2e-model-v1:0");
   await page.getByRole("button", { name: "Save mapping" }).click();
