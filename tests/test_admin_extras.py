@@ -198,6 +198,10 @@ async def test_routing_is_set_by_patch_on_team_user_and_key_shown_on_details_and
     assert status == 422 and error(body)[1] == "routing"
     status, body = await api.patch("/admin/users/999999", {"routing": "plan_first"})
     assert status == 404 and error(body)[0] == "not_found"
+    status, _ = await api.delete(f"/admin/access-keys/{key_id}")
+    assert status == 200
+    status, body = await api.patch(f"/admin/access-keys/{key_id}", {"routing": "plan_first"})
+    assert status == 409 and error(body)[0] == "conflict" and "revoked" in body["error"]["message"]
     for path in (f"/admin/teams/{team['id']}", f"/admin/users/{user['id']}", f"/admin/access-keys/{key_id}"):
         status, body = await viewer.patch(path, {"routing": "plan_first"})
         assert status == 403 and error(body)[0] == "forbidden"

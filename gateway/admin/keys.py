@@ -7,7 +7,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from gateway import audit, db, keys, quota, routing, server
+from gateway import audit, db, errors, keys, quota, routing, server
 from gateway.admin import http
 
 
@@ -45,6 +45,8 @@ async def update(request: web.Request) -> web.Response:
     # The other fields first, so one PATCH can allow Bedrock and route to it.
     if audit.changed(fields) or isinstance(spec.routing, UnsetType):
         await keys.update(database, http.actor(request), key_id, fields)
+    elif (await keys.get(database, key_id)).status != "active":
+        raise errors.Conflict(f"access key {key_id} is revoked")  # as keys.update says it
     if not isinstance(spec.routing, UnsetType):
         await routing.set_routing(database, http.actor(request), "key", key_id, spec.routing)
     return http.json(await _detail(database, key_id))
