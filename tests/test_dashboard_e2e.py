@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,6 +31,7 @@ ADMIN_USER, ADMIN_PASSWORD = "root", "correct horse battery staple"
 VIEWER_USER, VIEWER_PASSWORD = "auditor", "viewer password 1234"
 SEEDED_USER = "alice"
 # USD per million tokens (input, output, cache write, cache read) for the generated events.
+DEFAULT_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 RATES = {
     "claude-sonnet-4-5-20250929": (Decimal(3), Decimal(15), Decimal("3.75"), Decimal("0.30")),
     "claude-haiku-4-5-20251001": (Decimal(1), Decimal(5), Decimal("1.25"), Decimal("0.10")),
@@ -88,12 +90,12 @@ def _event(rnd: random.Random, at: dt.datetime, user_id: int, key_id: int) -> us
     output_tokens = rnd.randint(20, 2500) if ok else 0
     cache_write = rnd.choice((0, 0, rnd.randint(500, 8000))) if ok else 0
     cache_read = rnd.choice((0, rnd.randint(1000, 30000))) if ok else 0
-    cost = Decimal(0)
-    if bedrock:
-        i, o, w, r = RATES[model]
-        cost = ((input_tokens * i + output_tokens * o + cache_write * w + cache_read * r) / 1_000_000).quantize(
-            Decimal("0.000001")
-        )
+    # Every row at list price (what the plan delivered, for plan rows); Bedrock rows cost that too.
+    i, o, w, r = RATES[model]
+    list_cost = ((input_tokens * i + output_tokens * o + cache_write * w + cache_read * r) / 1_000_000).quantize(
+        Decimal("0.000001")
+    )
+    cost = list_cost if bedrock else Decimal(0)
     return usage.UsageEvent(
         request_id=usage.new_request_id(),
         created_at=at,
@@ -113,10 +115,26 @@ def _event(rnd: random.Random, at: dt.datetime, user_id: int, key_id: int) -> us
         cache_creation_5m_tokens=cache_write,
         cache_read_input_tokens=cache_read,
         cost_usd=cost,
+        list_cost_usd=list_cost,
         latency_ms=rnd.uniform(300, 9000),
         ttfb_ms=rnd.uniform(150, 900),
         session_id=f"s-{rnd.randint(1, 40)}",
     )
+
+
+def _unified(five_hour: str, seven_day: str, now: float) -> list[tuple[str, str]]:
+    """A plan answer's unified rate-limit headers (lower-case, as the relay reads them)."""
+    p = "anthropic-ratelimit-unified-"
+    warn = "allowed_warning" if float(five_hour) >= 0.9 else "allowed"
+    return [
+        (p + "status", warn),
+        (p + "5h-status", warn),
+        (p + "5h-utilization", five_hour),
+        (p + "5h-reset", str(int(now + 3 * 3600))),
+        (p + "7d-status", "allowed"),
+        (p + "7d-utilization", seven_day),
+        (p + "7d-reset", str(int(now + 4 * 86400))),
+    ]
 
 
 @pytest.fixture
@@ -143,6 +161,9 @@ async def seeded(gateway_factory: Any, fake: Any, http: aiohttp.ClientSession) -
         key = await _api(http, gw, token, "POST", f"/admin/users/{user['id']}/access-keys", {})
         made[name] = (user["id"], key["id"])
     events = generate_month(made, dt.datetime.now(dt.UTC))
+    # A few Bedrock requests for a name nothing maps, served by the default (the Models page).
+    for event in [e for e in events if e.provider == "bedrock"][:7]:
+        event.model, event.upstream_model, event.model_substituted = "claude-experimental-9", DEFAULT_MODEL, True
     async with gw.database.acquire() as conn:
         for start in range(0, len(events), 500):
             await usage.write_batch(conn, events[start : start + 500], gw.config.report_tz)
@@ -151,6 +172,14 @@ async def seeded(gateway_factory: Any, fake: Any, http: aiohttp.ClientSession) -
     for _ in range(3):
         circuits.record_failure(made["dave"][1], "rate_limit")
     await circuits.drain()
+    # Plan quota readings as the plan's unified headers report them, for the Users list's
+    # quota column and the User page's key windows: alice well into her week, carol near
+    # her 5-hour limit.
+    quotas = gw.app[server.QUOTAS]
+    now = time.time()
+    for name, five_hour, seven_day in (("alice", "0.42", "0.83"), ("carol", "0.97", "0.35")):
+        quotas.observe(made[name][1], _unified(five_hour, seven_day, now), 200, now)
+    await quotas.flush_readings()
     yield Seeded(gw, {n: ids[0] for n, ids in made.items()}, len(events))
 
 

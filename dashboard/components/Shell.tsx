@@ -15,6 +15,7 @@ const NAV = [
   { href: "/usage/", label: "Usage" },
   { href: "/cost/", label: "Cost" },
   { href: "/pricing/", label: "Pricing" },
+  { href: "/models/", label: "Models" },
   { href: "/circuits/", label: "Circuits" },
   { href: "/audit/", label: "Audit log" },
 ];

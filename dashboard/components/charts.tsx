@@ -19,7 +19,7 @@ import {
   YAxis,
 } from "recharts";
 import { formatBucket, formatCompact, formatMoney, formatMoneyAxis, formatTokens } from "@/lib/format";
-import type { SeriesPoint } from "@/lib/report";
+import type { PlanValuePoint, SeriesPoint } from "@/lib/report";
 
 const COLORS = ["#4f46e5", "#0ea5e9", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b"];
 export const color = (i: number) => COLORS[i % COLORS.length];
@@ -119,6 +119,22 @@ export function HorizontalBars({ data, valueLabel, money = false }: { data: { na
         <Tooltip formatter={(v) => [money ? formatMoney(Number(v)) : formatTokens(Number(v)), valueLabel]} />
         <Legend wrapperStyle={{ fontSize: 12 }} />
         <Bar isAnimationActive={false} dataKey="value" name={valueLabel} fill={color(0)} />
+      </BarChart>
+    </Frame>
+  );
+}
+
+export function PlanValueChart({ data, bucket }: { data: PlanValuePoint[]; bucket: string }) {
+  return (
+    <Frame>
+      <BarChart data={data} margin={{ top: 8, right: 8, bottom: 0, left: 0 }}>
+        <CartesianGrid strokeDasharray="3 3" stroke="#e2e8f0" />
+        <XAxis dataKey="t" tickFormatter={(t: string) => formatBucket(t, bucket)} tick={axisTick} minTickGap={24} />
+        <YAxis tickFormatter={formatMoneyAxis} tick={axisTick} width={48} label={{ value: "USD", angle: -90, position: "insideLeft", fontSize: 11, fill: "#64748b" }} />
+        <Tooltip labelFormatter={(t) => formatBucket(String(t), bucket)} formatter={(v, name) => [formatMoney(Number(v)), String(name)]} />
+        <Legend wrapperStyle={{ fontSize: 12 }} />
+        <Bar isAnimationActive={false} dataKey="planValue" name="Plan value (list price)" fill={color(3)} />
+        <Bar isAnimationActive={false} dataKey="bedrockSpend" name="Bedrock spend" fill={color(2)} />
       </BarChart>
     </Frame>
   );

@@ -9,7 +9,8 @@ import { after, before, test } from "node:test";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { formatCompact, formatMoney, formatPercent, formatTokens } from "../lib/format.ts";
 import { cards } from "../lib/report.ts";
-import type { Page as ListPage, TopUser, UsageReport, User } from "../lib/api.ts";
+import type { Page as ListPage, ModelMapping, QuotaState, TopUser, UsageReport, User, UserSession } from "../lib/api.ts";
+import { formatUtilization } from "../lib/quota.ts";
 
 const env = (name: string): string => {
   const v = process.env[name];
@@ -128,10 +129,10 @@ test("2. the overview's cards show the admin API's numbers for the same range", 
   await page.getByTestId("card-requests").or(page.locator("main [role=alert]")).first().waitFor();
   assert.deepEqual(await page.locator("main [role=alert]").allInnerTexts(), [], "the overview loads without an error");
   // 30D is the default: go to 7D and back, and catch the page's own calls for 30D.
-  const sevenDays = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model"));
+  const sevenDays = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model") && !u.searchParams.has("provider"));
   await page.getByRole("button", { name: "7D", exact: true }).click();
   assert.equal(new URL((await sevenDays).url()).searchParams.get("granularity"), "hour", "7D is shown by hour");
-  const usageCall = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model"));
+  const usageCall = nextResponse(page, (u) => u.pathname === "/admin/usage" && !u.searchParams.has("model") && !u.searchParams.has("provider"));
   const topCall = nextResponse(page, (u) => u.pathname === "/admin/usage/top-users");
   await page.getByRole("button", { name: "30D", exact: true }).click();
   const [usageResponse, topResponse] = await Promise.all([usageCall, topCall]);
@@ -159,6 +160,26 @@ test("2. the overview's cards show the admin API's numbers for the same range", 
   assert.ok((await page.locator(".recharts-surface").count()) >= 5, "five charts");
   const link = page.getByRole("link", { name: top.items[0].user_name, exact: true });
   assert.equal(await link.getAttribute("href"), `/dashboard/users/view/?id=${top.items[0].user_id}`);
+});
+
+test("2b. the plan value card shows the plan rows' list price and the Bedrock spend the admin API reports", async () => {
+  const panel = page.getByTestId("plan-value");
+  await panel.waitFor();
+  // Ask for exactly what the overview shows (30D, by day), split by provider.
+  // (7D is by hour, 30D by day: only 30D's call matches.)
+  const usageCall = nextResponse(page, (u) => u.pathname === "/admin/usage" && u.searchParams.get("provider") === "plan" && u.searchParams.get("granularity") === "day");
+  await page.getByRole("button", { name: "7D", exact: true }).click();
+  await page.getByRole("button", { name: "30D", exact: true }).click();
+  const asked = new URL((await usageCall).url());
+  const plan = await api<UsageReport>(asked.pathname + asked.search);
+  asked.searchParams.set("provider", "bedrock");
+  const bedrock = await api<UsageReport>(asked.pathname + asked.search);
+  assert.ok(Number(plan.totals.list_cost_usd) > 0, "the seeded plan rows have a list price");
+  await page.getByTestId("plan-value-plan").getByText(formatMoney(plan.totals.list_cost_usd), { exact: true }).waitFor();
+  assert.equal(await cardValue(page, "plan-value-plan"), formatMoney(plan.totals.list_cost_usd));
+  assert.equal(await cardValue(page, "plan-value-bedrock"), formatMoney(bedrock.totals.cost_usd));
+  assert.equal(await panel.locator(".recharts-wrapper").count(), 1, "one chart: plan value and Bedrock spend over time");
+  assert.ok((await panel.locator(".recharts-bar-rectangle").count()) > 0, "its bars are drawn");
 });
 
 let createdId = 0;
@@ -277,7 +298,7 @@ test("7. filter usage and download the CSV: its rows are exactly the filtered ev
   assert.deepEqual(data.slice(0, firstPage.length).map((r) => r[col("request_id")]), firstPage);
 });
 
-const WRITE_CONTROLS = /^(Create user|Create team|Issue key|Rotate|Revoke|Edit|Edit budget|Edit models|Save.*|Delete.*|Deactivate.*|Reset|Reload prices|Region \/ model|Register Bedrock key|Replace Bedrock key|Remove Bedrock key|Unlimited)$/;
+const WRITE_CONTROLS = /^(Create user|Create team|Issue key|Rotate|Revoke|Edit|Edit budget|Edit models|Save.*|Delete.*|Deactivate.*|Reset|Reload prices|Region \/ model|Register Bedrock key|Replace Bedrock key|Remove Bedrock key|Unlimited|Change)$/;
 
 test("8. a viewer sees every page and no write control; the server refuses a viewer's write anyway", async () => {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -293,6 +314,7 @@ test("8. a viewer sees every page and no write control; the server refuses a vie
     ["/dashboard/usage/", "Usage explorer"],
     ["/dashboard/cost/", "Cost"],
     ["/dashboard/pricing/", "Pricing"],
+    ["/dashboard/models/", "Models"],
     ["/dashboard/circuits/", "Circuit states"],
     ["/dashboard/audit/", "Audit log"],
   ];
@@ -323,6 +345,75 @@ test("9. the open circuit is listed, and reset closes it", async () => {
   await page.getByRole("dialog").getByRole("button", { name: "Reset" }).click();
   await page.getByText("Every circuit is closed").waitFor();
   assert.equal((await api<ListPage<unknown>>("/admin/circuits")).total, 0);
+});
+
+test("9b. the models page lists the model map; an admin maps a name, sees it, and deletes it", async () => {
+  const shipped = await api<ListPage<ModelMapping>>("/admin/models?limit=500");
+  assert.ok(shipped.total > 0, "the shipped defaults are listed");
+  await page.goto(`${BASE}/dashboard/models/`);
+  await page.getByRole("heading", { name: "Models", exact: true }).waitFor();
+  const first = shipped.items[0];
+  const row = page.locator(`[data-testid=model-row][data-model="${first.anthropic_name}"]`);
+  await row.waitFor();
+  assert.ok((await row.innerText()).includes(first.bedrock_model_id), `${first.anthropic_name} → ${first.bedrock_model_id}`);
+  const unmapped = page.getByTestId("unmapped-row").filter({ hasText: "claude-experimental-9" });
+  await unmapped.waitFor();
+  assert.match(await unmapped.innerText(), /\b7\b/, "the seeded unmapped name with its 7 requests");
+  await page.getByLabel("Requested name").fill("e2e-model");
+  await page.getByLabel("Bedrock model id").fill("us.anthropic.e2e-model-v1:0");
+  await page.getByRole("button", { name: "Save mapping" }).click();
+  const mine = page.locator(`[data-testid=model-row][data-model="e2e-model"]`);
+  await mine.waitFor();
+  assert.match(await mine.innerText(), /us\.anthropic\.e2e-model-v1:0/);
+  assert.match(await mine.innerText(), /operator/);
+  const after = await api<ListPage<ModelMapping>>("/admin/models?limit=500");
+  assert.equal(after.items.find((m) => m.anthropic_name === "e2e-model")?.bedrock_model_id, "us.anthropic.e2e-model-v1:0");
+  await mine.getByRole("button", { name: "Delete" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await mine.waitFor({ state: "detached" });
+  const gone = await api<ListPage<ModelMapping>>("/admin/models?limit=500");
+  assert.equal(gone.items.find((m) => m.anthropic_name === "e2e-model"), undefined);
+});
+
+test("9c. the user page shows the seeded user's latest session with its tokens and cost, and sets the user's routing", async () => {
+  const seeded = (await api<ListPage<User>>(`/admin/users?search=${encodeURIComponent(SEEDED_USER)}`)).items[0];
+  const sessions = await api<ListPage<UserSession>>(`/admin/users/${seeded.id}/sessions?days=30&limit=20`);
+  assert.ok(sessions.total > 0, "the seeded month has sessions");
+  const latest = sessions.items[0];
+  await page.goto(`${BASE}/dashboard/users/view/?id=${seeded.id}`);
+  const row = page.locator(`[data-testid=session-row][data-session-id="${latest.group_key}"]`);
+  await row.waitFor();
+  const text = await row.innerText();
+  assert.ok(text.includes(formatTokens(latest.input_tokens)), `input tokens ${formatTokens(latest.input_tokens)} in ${text}`);
+  assert.ok(text.includes(formatTokens(latest.output_tokens)), `output tokens in ${text}`);
+  assert.ok(text.includes(latest.cost_usd === null ? "not priced" : formatMoney(latest.cost_usd)), `cost in ${text}`);
+  // Routing: inherited until set; "Plan first" is saved through the API.
+  const routing = page.getByTestId("user-routing");
+  await routing.getByRole("button", { name: "Change" }).click();
+  await routing.getByRole("combobox").selectOption("plan_first");
+  await routing.getByRole("button", { name: "Save routing" }).click();
+  await routing.locator("[data-routing=plan_first]").waitFor();
+  assert.equal((await api<User>(`/admin/users/${seeded.id}`)).routing, "plan_first");
+  await routing.getByRole("button", { name: "Change" }).click();
+  await routing.getByRole("combobox").selectOption("");
+  await routing.getByRole("button", { name: "Save routing" }).click();
+  await routing.locator("[data-routing='']").waitFor();
+  assert.equal((await api<User>(`/admin/users/${seeded.id}`)).routing, null);
+});
+
+test("9d. the Users list shows each user's highest 5h / 7d utilization, and the User page each key's windows", async () => {
+  const states = await api<ListPage<QuotaState>>("/admin/quota?limit=500");
+  const alice = states.items.find((q) => q.user === "alice");
+  assert.ok(alice, "the seeded quota reading of alice");
+  await page.goto(`${BASE}/dashboard/users/`);
+  const row = page.getByTestId("user-row").filter({ has: page.getByRole("link", { name: "alice", exact: true }) });
+  const cell = row.getByTestId("quota-cell");
+  await cell.waitFor();
+  assert.equal(await cell.innerText().then((t) => t.replace(/\s+/g, " ").trim()), `5h ${formatUtilization(alice.windows["5h"].utilization)} 7d ${formatUtilization(alice.windows["7d"].utilization)}`);
+  await row.getByRole("link", { name: "alice", exact: true }).click();
+  const key = page.locator(`[data-testid=key-row][data-key-id="${alice.access_key_id}"]`).getByTestId("key-quota");
+  await key.waitFor();
+  assert.match(await key.innerText(), new RegExp(`7d ${formatUtilization(alice.windows["7d"].utilization)}`));
 });
 
 test("10. every dashboard file the browser asked for was served", () => {

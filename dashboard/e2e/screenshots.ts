@@ -52,6 +52,7 @@ for (const width of WIDTHS) {
       ["usage", "/dashboard/usage/"],
       ["cost", "/dashboard/cost/"],
       ["pricing", "/dashboard/pricing/"],
+      ["models", "/dashboard/models/"],
       ["circuits", "/dashboard/circuits/"],
       ["audit", "/dashboard/audit/"],
     ];

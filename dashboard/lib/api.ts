@@ -37,6 +37,10 @@ export interface User {
   active_keys: number;
   created_at: string;
   deactivated_at: string | null;
+  /** On the detail answer (GET /users/{id}) only. */
+  routing?: Routing;
+  /** The quota state of each of the user's keys the plan reported one for (detail only). */
+  quota?: QuotaState[];
 }
 
 export interface UserCreate {
@@ -48,7 +52,7 @@ export interface UserCreate {
   allowed_models?: string[] | null;
 }
 
-export type UserUpdate = Partial<UserCreate>;
+export type UserUpdate = Partial<UserCreate> & { routing?: Routing };
 
 export interface Budget {
   user_id: number;
@@ -70,6 +74,8 @@ export interface Team {
   allowed_models: string[] | null;
   members: number;
   created_at: string;
+  /** On the detail answer (GET /teams/{id}) only. */
+  routing?: Routing;
 }
 
 export interface TeamCreate {
@@ -95,6 +101,10 @@ export interface AccessKey {
   revoked_at: string | null;
   expires_at: string | null;
   replaced_by: number | null;
+  /** On the detail answer (GET /access-keys/{id}) only. */
+  routing?: Routing;
+  /** null until the plan reported a quota for this key (detail only). */
+  quota?: QuotaState | null;
 }
 
 export interface IssuedKey extends AccessKey {
@@ -111,6 +121,7 @@ export interface KeyUpdate {
   bedrock_model?: string | null;
   bedrock_default_credentials?: boolean;
   rpm_limit?: number | null;
+  routing?: Routing;
 }
 
 export type Granularity = "minute" | "hour" | "day" | "week" | "month";
@@ -126,6 +137,8 @@ export interface UsageTotals {
   cache_creation_input_tokens: number;
   cache_read_input_tokens: number;
   cost_usd: string;
+  /** The same tokens at the provider's list price: for plan rows, what the plan delivered. */
+  list_cost_usd: string;
 }
 
 export interface UsageBucket extends UsageTotals {
@@ -153,6 +166,7 @@ export interface TopUser {
   input_tokens: number;
   output_tokens: number;
   cost_usd: string;
+  list_cost_usd?: string;
   share: number;
 }
 
@@ -181,6 +195,63 @@ export interface UsageEventRow {
   latency_ms: number;
   ttfb_ms: number | null;
   session_id: string | null;
+}
+
+/** Where a team's, user's or key's requests go first; null inherits (key → user → team → default). */
+export type Routing = "plan_first" | "bedrock_only" | null;
+
+export interface QuotaWindow {
+  status: string | null;
+  utilization: number | null;
+  reset: string | null;
+}
+
+/** One key's plan quota as last seen in the plan's answers (`GET /admin/quota`). */
+export interface QuotaState {
+  access_key_id: number;
+  prefix: string;
+  user: string;
+  unified_status: string | null;
+  unified_reset: string | null;
+  windows: Record<string, QuotaWindow>;
+  routed_to_bedrock: boolean;
+  routed_until: string | null;
+  seen_at: string;
+}
+
+export interface ModelMapping {
+  anthropic_name: string;
+  bedrock_model_id: string;
+  source: "default" | "operator";
+  updated_at: string | null;
+}
+
+export interface UnmappedModel {
+  requested: string;
+  served_by: string;
+  requests: number;
+  first_seen: string;
+  last_seen: string;
+}
+
+/** One Claude Code session of a user (`AttributionGroup`): its requests summed. */
+export interface UserSession {
+  /** The session id; "" groups the requests that came without the header. */
+  group_key: string;
+  user: string;
+  session_id: string | null;
+  parent_agent_id: string | null;
+  requests: number;
+  fallback_requests: number;
+  error_requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  cache_creation_input_tokens: number;
+  cache_read_input_tokens: number;
+  /** null when none of its requests could be priced. */
+  cost_usd: string | null;
+  first_seen: string;
+  last_seen: string;
 }
 
 export interface Price {
@@ -362,6 +433,10 @@ export class ApiClient {
   }
 
   // --- access keys
+  /** One key with its routing and quota state (KeyDetail). */
+  getKey(id: number): Promise<AccessKey> {
+    return this.json("GET", `/access-keys/${id}`);
+  }
   updateKey(id: number, body: KeyUpdate): Promise<AccessKey> {
     return this.json("PATCH", `/access-keys/${id}`, { body });
   }
@@ -388,7 +463,7 @@ export class ApiClient {
   getTeam(id: number): Promise<Team> {
     return this.json("GET", `/teams/${id}`);
   }
-  updateTeam(id: number, body: Partial<TeamCreate>): Promise<Team> {
+  updateTeam(id: number, body: Partial<TeamCreate> & { routing?: Routing }): Promise<Team> {
     return this.json("PATCH", `/teams/${id}`, { body });
   }
   deleteTeam(id: number): Promise<void> {
@@ -409,6 +484,27 @@ export class ApiClient {
   async exportCsv(q: Omit<UsageQuery, "granularity">): Promise<string> {
     const response = await this.raw("GET", "/usage/export.csv", { query: q });
     return response.text();
+  }
+
+  // --- quota, model map, sessions
+  listQuota(q: { user?: string; limit?: number; offset?: number } = {}): Promise<Page<QuotaState>> {
+    return this.json("GET", "/quota", { query: q });
+  }
+  listModels(q: { limit?: number; offset?: number } = {}): Promise<Page<ModelMapping>> {
+    return this.json("GET", "/models", { query: q });
+  }
+  setModel(name: string, bedrockModelId: string): Promise<ModelMapping> {
+    return this.json("PUT", `/models/${encodeURIComponent(name)}`, { body: { bedrock_model_id: bedrockModelId } });
+  }
+  /** Answers the mapping that was removed. */
+  deleteModel(name: string): Promise<ModelMapping> {
+    return this.json("DELETE", `/models/${encodeURIComponent(name)}`);
+  }
+  unmappedModels(q: { since?: string; limit?: number; offset?: number } = {}): Promise<Page<UnmappedModel>> {
+    return this.json("GET", "/models/unmapped", { query: q });
+  }
+  userSessions(userId: number, q: { days?: number; limit?: number; offset?: number } = {}): Promise<Page<UserSession>> {
+    return this.json("GET", `/users/${userId}/sessions`, { query: q });
   }
 
   // --- pricing, circuits, audit

@@ -133,3 +133,25 @@ export function savingsByModel(byModel: ModelCost[], prices: Price[]): { model: 
     };
   });
 }
+
+export interface PlanValuePoint {
+  t: string;
+  planValue: number;
+  bedrockSpend: number;
+}
+
+/**
+ * What the plans delivered at API list price (list_cost_usd of plan rows) against what
+ * Bedrock cost (cost_usd of Bedrock rows), in total and per bucket. `plan` is the report
+ * filtered to provider=plan, `bedrock` to provider=bedrock, over the same range and bucket.
+ */
+export function planValue(plan: UsageReport, bedrock: UsageReport): { planValue: number; bedrockSpend: number; points: PlanValuePoint[] } {
+  const byT = new Map<string, PlanValuePoint>();
+  const at = (t: string) => byT.get(t) ?? byT.set(t, { t, planValue: 0, bedrockSpend: 0 }).get(t)!;
+  for (const b of plan.buckets) at(b.bucket_start).planValue += n(b.list_cost_usd);
+  for (const b of bedrock.buckets) at(b.bucket_start).bedrockSpend += n(b.cost_usd);
+  const points = [...byT.values()]
+    .sort((a, b) => a.t.localeCompare(b.t))
+    .map((p) => ({ t: p.t, planValue: Number(p.planValue.toFixed(6)), bedrockSpend: Number(p.bedrockSpend.toFixed(6)) }));
+  return { planValue: n(plan.totals.list_cost_usd), bedrockSpend: n(bedrock.totals.cost_usd), points };
+}

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { ModelCost, Price, UsageBucket, UsageTotals } from "../lib/api.ts";
-import { cards, costByModelSeries, priceFor, savingsByModel, series } from "../lib/report.ts";
+import type { ModelCost, Price, UsageBucket, UsageReport, UsageTotals } from "../lib/api.ts";
+import { cards, costByModelSeries, planValue, priceFor, savingsByModel, series } from "../lib/report.ts";
 import { parseBudget, parseModels, parseThresholds } from "../lib/forms.ts";
 
 const zero: UsageTotals = {
   requests: 0, plan_requests: 0, bedrock_requests: 0, fallback_requests: 0, error_requests: 0,
-  input_tokens: 0, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, cost_usd: "0",
+  input_tokens: 0, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, cost_usd: "0", list_cost_usd: "0",
 };
 
 test("cards: totals, fallback rate, cache hit share, top-user share and cost per Bedrock request", () => {
@@ -74,4 +74,22 @@ test("form parsing: budgets, thresholds and model patterns", () => {
   assert.ok("error" in parseThresholds("80, abc"));
   assert.deepEqual(parseModels("claude-sonnet-*\n claude-haiku-* ,"), ["claude-sonnet-*", "claude-haiku-*"]);
   assert.equal(parseModels("  "), null);
+});
+
+test("plan value: list_cost_usd of the plan report against cost_usd of the Bedrock report, bucket by bucket", () => {
+  const report = (buckets: [string, string, string][], totals: Partial<UsageTotals>): UsageReport => ({
+    granularity: "day", start: "", end: "", report_tz: "UTC", by_model: [],
+    totals: { ...zero, ...totals },
+    buckets: buckets.map(([t, cost, list]) => ({ ...zero, bucket_start: t, cost_usd: cost, list_cost_usd: list })),
+  });
+  const plan = report([["2026-11-02T00:00:00Z", "0", "3.250000"], ["2026-11-01T00:00:00Z", "0", "1.000000"]], { list_cost_usd: "4.250000" });
+  const bedrock = report([["2026-11-01T00:00:00Z", "0.500000", "0.600000"], ["2026-11-03T00:00:00Z", "0.250000", "0.300000"]], { cost_usd: "0.750000" });
+  const v = planValue(plan, bedrock);
+  assert.equal(v.planValue, 4.25);
+  assert.equal(v.bedrockSpend, 0.75);
+  assert.deepEqual(v.points, [
+    { t: "2026-11-01T00:00:00Z", planValue: 1, bedrockSpend: 0.5 },
+    { t: "2026-11-02T00:00:00Z", planValue: 3.25, bedrockSpend: 0 },
+    { t: "2026-11-03T00:00:00Z", planValue: 0, bedrockSpend: 0.25 },
+  ]);
 });

@@ -3,6 +3,7 @@ import Link from "next/link";
 import { useState } from "react";
 import { CumulativeChart, HorizontalBars, ProviderChart, StackedCostChart, ThroughputChart } from "@/components/charts";
 import { RangePicker, useRange } from "@/components/RangePicker";
+import { PlanValuePanel } from "@/components/PlanValue";
 import { Empty, ErrorState, Loading, PageTitle, Panel, StatCard } from "@/components/ui";
 import { UserSelect } from "@/components/UserSelect";
 import type { UsageQuery } from "@/lib/api";
@@ -57,13 +58,13 @@ export default function OverviewPage() {
       ) : state.data.report.totals.requests === 0 ? (
         <Empty>No requests in this range{user ? " for this user" : ""}. Pick a longer range, or send some traffic through the gateway.</Empty>
       ) : (
-        <Body data={state.data} bucket={range.bucket} />
+        <Body data={state.data} bucket={range.bucket} query={q} />
       )}
     </div>
   );
 }
 
-function Body({ data, bucket }: { data: { report: import("@/lib/api").UsageReport; top: import("@/lib/api").TopUser[]; perModel: { model: string; report: import("@/lib/api").UsageReport }[] }; bucket: string }) {
+function Body({ data, bucket, query }: { query: UsageQuery; data: { report: import("@/lib/api").UsageReport; top: import("@/lib/api").TopUser[]; perModel: { model: string; report: import("@/lib/api").UsageReport }[] }; bucket: string }) {
   const c = cards(data.report.totals, data.top);
   const points = series(data.report.buckets);
   const stacked = costByModelSeries(data.perModel);
@@ -80,6 +81,7 @@ function Body({ data, bucket }: { data: { report: import("@/lib/api").UsageRepor
         <StatCard testId="card-top-user" label="Top-user share" value={formatPercent(c.topUserShare)} hint={c.topUser ? `of tokens: ${c.topUser}` : undefined} />
         <StatCard testId="card-cost-per-request" label="Cost per request" value={formatMoney(c.costPerBedrockRequest)} hint="per Bedrock request" />
       </div>
+      <PlanValuePanel query={query} />
       <div className="grid gap-4 xl:grid-cols-2">
         <Panel title="Token throughput">
           <ThroughputChart data={points} bucket={bucket} />

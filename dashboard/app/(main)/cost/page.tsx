@@ -2,6 +2,7 @@
 import { useState } from "react";
 import { CumulativeChart, HorizontalBars, StackedCostChart } from "@/components/charts";
 import { RangePicker, useRange } from "@/components/RangePicker";
+import { PlanValuePanel } from "@/components/PlanValue";
 import { Empty, ErrorState, Loading, PageTitle, Panel, StatCard, Table, Td } from "@/components/ui";
 import { UserSelect } from "@/components/UserSelect";
 import { browserZone, formatMoney, formatTokens } from "@/lib/format";
@@ -29,7 +30,8 @@ export default function CostPage() {
           <UserSelect value={user} onChange={setUser} />
         </div>
       </PageTitle>
-      <p className="text-xs text-slate-500">Bedrock requests only: plan requests cost the organisation nothing. Times in {browserZone()}.</p>
+      <PlanValuePanel query={{ start: range.start.toISOString(), end: range.end.toISOString(), granularity: range.bucket, user: user || undefined }} />
+      <p className="text-xs text-slate-500">Below: Bedrock requests only: plan requests cost the organisation nothing. Times in {browserZone()}.</p>
       {state.error ? (
         <ErrorState error={state.error} what="cost" retry={state.reload} />
       ) : !state.data ? (

@@ -1,6 +1,7 @@
 "use client";
 import Link from "next/link";
 import { useState } from "react";
+import { RoutingControl } from "@/components/RoutingControl";
 import { Button, ConfirmButton, Empty, ErrorState, Field, inputClass, Loaded, Loading, PageTitle, Pager, Panel, Table, Td } from "@/components/ui";
 import { describeError, type Team } from "@/lib/api";
 import { formatMoney } from "@/lib/format";
@@ -13,7 +14,11 @@ const LIMIT = 25;
 export default function TeamsPage() {
   const { client, canWrite } = useSession();
   const [offset, setOffset] = useState(0);
-  const teams = useLoad(() => client.listTeams({ limit: LIMIT, offset }), [client, offset]);
+  // The list has no routing: each team's detail answer carries it (a page is 25 teams).
+  const teams = useLoad(async () => {
+    const page = await client.listTeams({ limit: LIMIT, offset });
+    return { ...page, items: await Promise.all(page.items.map((t) => client.getTeam(t.id))) };
+  }, [client, offset]);
   const [open, setOpen] = useState<number | null>(null);
   return (
     <div className="flex flex-col gap-4">
@@ -28,7 +33,7 @@ export default function TeamsPage() {
           <Empty>No teams yet.{canWrite ? " Create one above, then put users in it from their page." : ""}</Empty>
         ) : (
           <>
-            <Table head={["Team", "Monthly budget", "Alerts", "Models", "Members", ""]}>
+            <Table head={["Team", "Monthly budget", "Alerts", "Models", "Routing", "Members", ""]}>
               {teams.data.items.map((t) => (
                 <TeamRow key={t.id} team={t} open={open === t.id} toggle={() => setOpen(open === t.id ? null : t.id)} onChange={teams.reload} />
               ))}
@@ -52,6 +57,9 @@ function TeamRow({ team, open, toggle, onChange }: { team: Team; open: boolean; 
         <Td>{team.alert_thresholds.map((x) => `${x}%`).join(", ") || "—"}</Td>
         <Td className="font-mono text-xs">{team.allowed_models?.join(", ") ?? "all"}</Td>
         <Td>
+          <RoutingControl label="" value={team.routing} save={async (routing) => { await client.updateTeam(team.id, { routing }); onChange(); }} />
+        </Td>
+        <Td>
           <button className="text-indigo-700 hover:underline" onClick={toggle}>
             {team.members} {open ? "▾" : "▸"}
           </button>
@@ -67,14 +75,14 @@ function TeamRow({ team, open, toggle, onChange }: { team: Team; open: boolean; 
       </tr>
       {open && (
         <tr>
-          <td colSpan={6} className="bg-slate-50 px-2 py-2">
+          <td colSpan={7} className="bg-slate-50 px-2 py-2">
             <Members teamId={team.id} />
           </td>
         </tr>
       )}
       {editing && (
         <tr>
-          <td colSpan={6} className="px-2 py-2">
+          <td colSpan={7} className="px-2 py-2">
             <TeamForm team={team} onSaved={() => { setEditing(false); onChange(); }} />
           </td>
         </tr>

@@ -1,10 +1,12 @@
 "use client";
 import Link from "next/link";
 import { useState } from "react";
+import { QuotaCell } from "@/components/Quota";
 import { Badge, Button, Empty, ErrorState, Field, inputClass, Loading, PageTitle, Pager, Panel, Table, Td } from "@/components/ui";
 import { describeError } from "@/lib/api";
 import { formatMoney, formatTime } from "@/lib/format";
 import { parseBudget } from "@/lib/forms";
+import { quotaByUser } from "@/lib/quota";
 import { useSession } from "@/lib/session";
 import { useLoad } from "@/lib/useLoad";
 
@@ -21,6 +23,8 @@ export default function UsersPage() {
     () => client.listUsers({ search: search || undefined, status: status || undefined, team: team || undefined, limit: LIMIT, offset }),
     [client, search, status, team, offset],
   );
+  // Every key's quota at once (one call, not one per row); a failure leaves the column blank.
+  const quota = useLoad(() => client.listQuota({ limit: 500 }).then((p) => quotaByUser(p.items)), [client]);
   const filtered = Boolean(search || status || team);
   return (
     <div className="flex flex-col gap-4">
@@ -49,7 +53,7 @@ export default function UsersPage() {
           <Empty>{filtered ? "No user matches these filters." : canWrite ? "No users yet. Create the first one above." : "No users yet."}</Empty>
         ) : (
           <>
-            <Table head={["Name", "Team", "Status", "Budget", "Keys", "Created"]}>
+            <Table head={["Name", "Team", "Status", "Budget", "Keys", "Plan quota", "Created"]}>
               {users.data.items.map((u) => (
                 <tr key={u.id} data-testid="user-row">
                   <Td>
@@ -59,6 +63,7 @@ export default function UsersPage() {
                   <Td><Badge tone={u.status === "active" ? "green" : "slate"}>{u.status}</Badge></Td>
                   <Td>{u.monthly_budget_usd === null ? "Unlimited" : formatMoney(u.monthly_budget_usd)}</Td>
                   <Td>{u.active_keys}</Td>
+                  <Td>{quota.error ? <span className="text-slate-400">—</span> : !quota.data ? <span className="text-slate-400">…</span> : <QuotaCell states={quota.data.get(u.name)} />}</Td>
                   <Td>{formatTime(u.created_at)}</Td>
                 </tr>
               ))}

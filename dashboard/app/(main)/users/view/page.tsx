@@ -1,13 +1,17 @@
 "use client";
 // One user: profile and team, access keys (issue, rotate, revoke, Bedrock settings),
-// budget, model allow-list, usage per model, and deactivate / delete.
+// budget, model allow-list, routing and plan quota (user and each key), recent sessions,
+// usage per model, and deactivate / delete.
 // The user id is a query parameter (`?id=`) because the export is static.
 
 import Link from "next/link";
 import { useRouter, useSearchParams } from "next/navigation";
 import { Suspense, useState } from "react";
 import { HorizontalBars, ThroughputChart } from "@/components/charts";
+import { KeyQuota } from "@/components/Quota";
 import { RangePicker } from "@/components/RangePicker";
+import { RoutingControl } from "@/components/RoutingControl";
+import { Sessions } from "@/components/Sessions";
 import { Badge, Button, ConfirmButton, Field, inputClass, Loaded, Loading, PageTitle, Panel, Table, Td } from "@/components/ui";
 import { describeError, type AccessKey, type Budget, type IssuedKey, type User } from "@/lib/api";
 import { browserZone, formatMoney, formatTime, formatTokens } from "@/lib/format";
@@ -57,6 +61,7 @@ function UserDetail({ user, reload }: { user: User; reload: () => void }) {
       </div>
       <Keys user={user} onChange={reload} />
       <AllowList user={user} reload={reload} />
+      <Sessions userId={user.id} />
       <UserUsage user={user} />
       {canWrite && (
         <Panel title="Danger zone">
@@ -113,6 +118,10 @@ function Profile({ user, reload }: { user: User; reload: () => void }) {
           )}
           <dt className="text-slate-500">Active keys</dt>
           <dd>{user.active_keys}</dd>
+          <dt className="text-slate-500">Routing</dt>
+          <dd data-testid="user-routing">
+            <RoutingControl label="" value={user.routing} save={async (routing) => { await client.updateUser(user.id, { routing }); reload(); }} />
+          </dd>
         </dl>
       ) : (
         <form
@@ -319,7 +328,12 @@ function OneTimeKey({ issued, onDone }: { issued: IssuedKey; onDone: () => void 
 
 function Keys({ user, onChange }: { user: User; onChange: () => void }) {
   const { client, canWrite } = useSession();
-  const keys = useLoad(() => client.listKeys(user.id, { limit: 100 }), [client, user.id]);
+  // The list has no routing or quota: an active key's detail answer carries both.
+  const keys = useLoad(async () => {
+    const page = await client.listKeys(user.id, { limit: 100 });
+    const items = await Promise.all(page.items.map((k) => (k.status === "active" ? client.getKey(k.id) : k)));
+    return { ...page, items };
+  }, [client, user.id]);
   const [issued, setIssued] = useState<IssuedKey | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [region, setRegion] = useState("");
@@ -400,6 +414,14 @@ function KeyRow({ k, onIssued, onChange }: { k: AccessKey; onIssued: (k: IssuedK
         {k.rpm_limit !== null && <span className="text-slate-500">{k.rpm_limit} rpm</span>}
         <span className="text-xs text-slate-400">issued {formatTime(k.created_at)}</span>
       </div>
+      {active && (
+        <>
+          <div className="mt-2 text-sm">
+            <RoutingControl label="Routing" value={k.routing} save={async (routing) => { await client.updateKey(k.id, { routing }); onChange(); }} />
+          </div>
+          <KeyQuota state={k.quota} />
+        </>
+      )}
       {canWrite && active && (
         <div className="mt-2 flex flex-wrap gap-2">
           <ConfirmButton
