@@ -193,6 +193,66 @@ async def test_a_request_the_parser_rejects_is_answered_in_anthropic_shape_and_l
     assert "Traceback" not in logs.text() and "CANARY" not in logs.text()
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /admin/users?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long"),
+        (
+            b"POST /admin/login HTTP/1.1\r\nHost: a\r\nauthorization: Bearer "
+            + CANARY_PLAN_CREDENTIAL.encode()
+            + b"A" * 20000
+            + b"\r\n\r\n",
+            431,
+            "headers_too_large",
+        ),
+        (b"GET /admin HTTP/1.1\r\nHost: a\r\nx-h: v\r\r\n\r\n", 400, "bad_request"),
+        (
+            b"GET /admin/me HTTP/1.1\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(200)) + b"\r\n",
+            431,
+            "headers_too_large",
+        ),
+    ],
+    ids=["long-request-line", "long-header", "bare-cr", "too-many-headers"],
+)
+async def test_a_parser_rejection_under_admin_is_answered_in_the_admin_shape(
+    gateway: Gateway, logs: LogCapture, request_bytes: bytes, status: int, code: str
+) -> None:
+    guard.SAMPLER._seen.clear()
+    status_seen, headers, body = split_response(await raw_exchange(gateway.url, request_bytes))
+    assert status_seen == status
+    assert headers["content-type"].startswith("application/json") and headers["x-ccproxy-request-id"]
+    payload = orjson.loads(body)
+    assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message", "field"}
+    assert payload["error"]["code"] == code and payload["error"]["message"]
+    assert "CANARY" not in body.decode() and "CANARY" not in logs.text()
+
+
+async def test_a_parser_rejection_after_a_kept_alive_admin_request_takes_the_shape_of_its_own_path(
+    gateway: Gateway,
+) -> None:
+    guard.SAMPLER._seen.clear()
+    first = b"GET /admin/me HTTP/1.1\r\nHost: a\r\n\r\n"
+    bad = b"GET /health HTTP/1.1\r\nHost: a\r\nx-h: v\r\r\n\r\n"
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(first)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        received = b""
+        while not (b"\r\n\r\n" in received and _complete(received)):
+            received += await reader.read(65536)
+    assert split_response(received)[0] == 401  # the admin API's own answer, kept alive
+    writer.write(bad)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        raw = await reader.read(65536)
+        while raw and not _complete(raw):
+            raw += await reader.read(65536)
+    writer.close()
+    status, _, body = split_response(raw)
+    assert status == 400 and orjson.loads(body)["type"] == "error"  # /health: the relay's shape
+
+
 async def test_repeated_rejections_from_one_address_are_sampled(gateway: Gateway, logs: LogCapture) -> None:
     guard.SAMPLER._seen.clear()
     for _ in range(20):
