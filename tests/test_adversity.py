@@ -333,6 +333,47 @@ async def test_legal_but_odd_bodies_are_relayed_or_refused_never_500(
     assert len(rows) == 1 and rows[0]["status"] == status
 
 
+def nested(depth: int) -> bytes:
+    """A relay body nesting exactly `depth` levels (its own object is the first), with
+    brackets inside a string that must not count."""
+    return b'{"model":"m","stream":true,"s":"[[[[{{{{\\"[[","x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+async def test_json_one_level_deeper_than_the_setting_is_a_clean_400_and_at_the_limit_is_relayed(
+    gateway_factory: Any, raw_upstream: tuple[RawUpstream, str], http: aiohttp.ClientSession
+) -> None:
+    upstream, url = raw_upstream
+    gw = await gateway_factory(url, max_json_depth="20")
+    key = (await gw.issue_key())["key"]
+    target = f"{gw.url}/ak/{key}/v1/messages"
+    async with http.post(target, data=nested(20), headers={"content-type": "application/json"}) as resp:
+        assert resp.status == 200 and b"message_stop" in await resp.read()
+    async with http.post(target, data=nested(21), headers={"content-type": "application/json"}) as resp:
+        error = orjson.loads(await resp.read())["error"]
+        assert resp.status == 400 and error["type"] == "invalid_request_error"
+        assert "deeper than 20 levels" in error["message"]
+    assert len(upstream.heads) == 1  # the deep one was refused before any upstream call
+    rows = await gw.usage_rows()
+    assert sorted(r["status"] for r in rows) == [200, 400]
+
+
+async def test_admin_json_one_level_deeper_than_the_setting_is_a_clean_400_in_the_admin_shape(
+    gateway_factory: Any, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession
+) -> None:
+    gw = await gateway_factory(fake[1], max_json_depth="20")
+    await make_admin(gw.database, "root")
+    api = AdminClient(http, gw.url)
+    assert (await api.login("root", PASSWORD))[0] == 200
+    at_limit = b'{"name":' + b"[" * 19 + b"]" * 19 + b"}"
+    status, body = await api.call("POST", "/admin/users", raw=at_limit)
+    assert status == 422 and body["error"]["field"] == "name"  # past the depth check, to validation
+    status, body = await api.call("POST", "/admin/users", raw=b'{"name":' + b"[" * 20 + b"]" * 20 + b"}")
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    assert "deeper than 20 levels" in body["error"]["message"]
+    status, body = await api.post("/admin/users", {"name": "brackets", "description": "[" * 50 + "{" * 50})
+    assert status == 201 and body["description"] == "[" * 50 + "{" * 50  # inside strings they do not nest
+
+
 async def test_a_body_with_broken_chunked_framing_is_a_400_not_a_500(
     gateway_factory: Any, fake: tuple[FakeAnthropic, str]
 ) -> None:
