@@ -31,8 +31,7 @@ def validation_error(exc: msgspec.ValidationError) -> errors.ValidationFailed:
     return errors.ValidationFailed(field, _PATH.sub("", message))
 
 
-# A JSON string (escapes included), and the bytes a depth count ignores.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# The bytes a depth count ignores, and the sign of those it keeps.
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # opening +1, closing -1 (as signed bytes)
 
@@ -41,12 +40,18 @@ def too_deep(data: bytes, limit: int) -> bool:
     """Whether JSON text nests arrays and objects more than `limit` levels deep.
 
     msgspec cannot be told a depth (it stops near the interpreter's recursion limit), so
-    this counts. Most bodies hold fewer opening brackets than the limit, which two C-speed
-    counts prove; only the rest pay for dropping strings (brackets inside them do not
-    nest) and a running sum over the brackets left."""
-    if data.count(b"[") + data.count(b"{") <= limit:
+    this counts. Most bodies hold fewer opening brackets than the limit, which one C-speed
+    pass proves. The rest drop their strings, whose brackets do not nest, with C-speed
+    bytes operations (a regex costs ten times more on code-heavy bodies), then take a
+    running sum over the brackets left. On bytes that are not JSON the answer is only
+    a guess; the decoder refuses those anyway."""
+    brackets = data.translate(None, _NOT_BRACKETS)  # one pass; cheaper than two counts
+    if len(brackets) <= limit or brackets.count(b"[") + brackets.count(b"{") <= limit:
         return False
-    skeleton = _STRING.sub(b"", data).translate(_SIGNS, _NOT_BRACKETS)
+    # Escaped backslashes first, so that what is left of `\"` is an escaped quote; then
+    # every other piece between quotes is outside a string.
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = b"".join(unescaped.split(b'"')[::2]).translate(_SIGNS, _NOT_BRACKETS)
     if skeleton.count(1) <= limit:
         return False
     return max(accumulate(array("b", skeleton))) > limit
