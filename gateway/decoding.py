@@ -33,6 +33,8 @@ def validation_error(exc: msgspec.ValidationError) -> errors.ValidationFailed:
 
 # The bytes a depth count ignores, and the sign of those it keeps.
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# In JSON a backslash is always followed by one of `"\/bfnrtu`: they stay next to it.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\/bfnrtu')
 _SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # opening +1, closing -1 (as signed bytes)
 
 
@@ -48,9 +50,10 @@ def too_deep(data: bytes, limit: int) -> bool:
     brackets = data.translate(None, _NOT_BRACKETS)  # one pass; cheaper than two counts
     if len(brackets) <= limit or brackets.count(b"[") + brackets.count(b"{") <= limit:
         return False
-    # Escaped backslashes first, so that what is left of `\"` is an escaped quote; then
-    # every other piece between quotes is outside a string.
-    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Only brackets, quotes, backslashes and what may follow a backslash matter (a quarter
+    # of the bytes or less). Escaped backslashes go first, so that what is left of `\"` is
+    # an escaped quote; then every other piece between quotes is outside a string.
+    unescaped = data.translate(None, _NOT_STRUCTURE).replace(b"\\\\", b"").replace(b'\\"', b"")
     skeleton = b"".join(unescaped.split(b'"')[::2]).translate(_SIGNS, _NOT_BRACKETS)
     if skeleton.count(1) <= limit:
         return False

@@ -156,7 +156,7 @@ def _depth(value: object) -> int:
 
 
 bracket_values = st.recursive(
-    st.none() | st.integers() | st.text(alphabet='[]{}"\\ax', max_size=12),
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ax\n\t\x01é', max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=6), inner),
     max_leaves=40,
 )
