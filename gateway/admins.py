@@ -15,7 +15,6 @@ from typing import Literal
 
 import asyncpg
 import bcrypt
-import jwt
 import msgspec
 
 from gateway import audit, budget_rules, db, errors, keys, paging
@@ -222,10 +221,14 @@ def issue_token(secret: bytes, admin_id: int, password_version: int, ttl_seconds
         "exp": issued + ttl_seconds,
         "jti": secrets.token_urlsafe(12),
     }
+    import jwt  # imported here: PyJWT pulls in cryptography (~8 MB idle RSS) for a rare call
+
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 async def verify_token(database: db.Database, secret: bytes, token: str) -> Me:
+    import jwt  # imported here, like in issue_token: only admin API calls pay for it
+
     try:
         # algorithms pins HS256: `alg: none` and every other algorithm are refused.
         claims = jwt.decode(

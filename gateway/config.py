@@ -262,6 +262,15 @@ class Config:
         int,
         setting("128", _int_range(16, 4096), "Most request headers accepted (more gets 431)."),
     ]
+    max_json_depth: Annotated[
+        int,
+        setting(
+            "900",
+            _int_range(1, 900),
+            "Deepest JSON nesting accepted in a relay or admin body (deeper gets 400); msgspec's own ceiling is"
+            " about 1,000 levels less the call stack, so 900 is also the most.",
+        ),
+    ]
     max_connections: Annotated[
         int,
         setting("10000", _int_range(1, 1_000_000), "Open client connections in total (more get 503)."),

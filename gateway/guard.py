@@ -187,16 +187,36 @@ _ERROR_TYPES = {
 }
 
 
+_HEAD_BYTES = 64  # enough for "METHOD /admin/..." however long the rest of the line is
+
+
+def _target_path(head: bytes) -> str:
+    """The path of a request line's origin-form target, from its first bytes; "" when the
+    bytes are no request line (the parser rejected them before the target was known)."""
+    _, space, rest = head.partition(b" ")
+    if not space or not rest.startswith(b"/"):
+        return ""
+    end = len(rest)
+    for stop in (b" ", b"?", b"#", b"\r"):
+        found = rest.find(stop)
+        if found != -1:
+            end = min(end, found)
+    return rest[:end].decode("latin-1")
+
+
 class GatewayRequestHandler(web_protocol.RequestHandler):
     """aiohttp's per-connection protocol with the gateway's edge rules."""
 
-    __slots__ = ("_address", "_header_deadline", "_header_timeout", "_header_timer")
+    __slots__ = ("_address", "_head", "_header_deadline", "_header_timeout", "_header_timer")
 
     def __init__(self, manager: GatewayServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
         self._address = "unknown"
+        # The first bytes of the request whose head is being read: aiohttp's C parser keeps
+        # the target to itself, and a rejection under /admin is answered in the admin shape.
+        self._head = b""
 
     # -- header-read timeout: from the connection's (or a request's) first byte until its
     #    headers are complete; slowloris and silent connections die within seconds.
@@ -211,6 +231,10 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         if self._header_timer is None and self._waiter is not None:
             # The first bytes of a new request on a kept-alive connection.
             self._header_timer = self._loop.call_later(self._header_timeout, self._headers_late)
+            self._head = b""
+        if self._header_timer is not None and len(self._head) < _HEAD_BYTES:
+            # Only while a head is read, and at most _HEAD_BYTES: one short slice a request.
+            self._head += data[: _HEAD_BYTES - len(self._head)]
         super().data_received(data)
         if self._header_timer is not None and self._messages:
             self._header_timer.cancel()
@@ -241,7 +265,7 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         request_id = _request_id()
         if isinstance(exc, http_exceptions.HttpProcessingError):
             status, text = _rejection(exc)
-            path = ""  # the request line may not have parsed: the relay's shape
+            path = _target_path(self._head)  # "" when the request line never parsed: the relay's shape
             log_sampled(
                 "request_rejected", self._address, request_id=request_id, error=type(exc).__name__, status=status
             )

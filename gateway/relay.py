@@ -30,6 +30,7 @@ from aiohttp import web
 from gateway import (
     bedrock,
     circuit,
+    decoding,
     envelope,
     errors,
     guard,
@@ -144,7 +145,7 @@ class Call:
         # Unix seconds until which the plan rejected this key (quota routing); 0: it did not.
         self.plan_resets_at = 0.0
 
-    async def read_body(self, request: web.Request, limit: int, silence: float) -> None:
+    async def read_body(self, request: web.Request, limit: int, silence: float, max_depth: int) -> None:
         # Read from the stream rather than `request.read()`, which keeps a second copy of
         # the body on the request for its whole life: 50 KB per open Claude Code stream.
         length = request.content_length
@@ -173,15 +174,17 @@ class Call:
         except TimeoutError:
             raise errors.InvalidRequest(f"The request body stopped arriving for {silence:g} s.") from None
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        fields = parse_envelope(body)
+        fields = parse_envelope(body, max_depth)
         self.body = body
         self.model = fields.model
         self.stream = fields.stream and self.endpoint == "messages"
 
 
-def parse_envelope(body: bytes) -> Envelope:
+def parse_envelope(body: bytes, max_depth: int) -> Envelope:
     """The fields the gateway reads from a request body, or InvalidRequest (any bytes in:
     one of the two out, nothing else escapes)."""
+    if decoding.too_deep(body, max_depth):
+        raise errors.InvalidRequest(f"Request body nests JSON deeper than {max_depth} levels.")
     try:
         fields = _decode_envelope(body)
     except msgspec.ValidationError as exc:
@@ -392,7 +395,9 @@ class Relay:
         ctx = call.ctx
         self.rate.check(ctx.key_id, ctx.rpm_limit, time.monotonic())
         if request.method == "POST":
-            await call.read_body(request, self.config.max_body_bytes, self.config.header_timeout_seconds)
+            await call.read_body(
+                request, self.config.max_body_bytes, self.config.header_timeout_seconds, self.config.max_json_depth
+            )
         limits.check_model(ctx, call.model)
         if ctx.routing == BEDROCK_ONLY:
             return await self._bedrock_only(request, call)

@@ -193,6 +193,66 @@ async def test_a_request_the_parser_rejects_is_answered_in_anthropic_shape_and_l
     assert "Traceback" not in logs.text() and "CANARY" not in logs.text()
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /admin/users?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long"),
+        (
+            b"POST /admin/login HTTP/1.1\r\nHost: a\r\nauthorization: Bearer "
+            + CANARY_PLAN_CREDENTIAL.encode()
+            + b"A" * 20000
+            + b"\r\n\r\n",
+            431,
+            "headers_too_large",
+        ),
+        (b"GET /admin HTTP/1.1\r\nHost: a\r\nx-h: v\r\r\n\r\n", 400, "bad_request"),
+        (
+            b"GET /admin/me HTTP/1.1\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(200)) + b"\r\n",
+            431,
+            "headers_too_large",
+        ),
+    ],
+    ids=["long-request-line", "long-header", "bare-cr", "too-many-headers"],
+)
+async def test_a_parser_rejection_under_admin_is_answered_in_the_admin_shape(
+    gateway: Gateway, logs: LogCapture, request_bytes: bytes, status: int, code: str
+) -> None:
+    guard.SAMPLER._seen.clear()
+    status_seen, headers, body = split_response(await raw_exchange(gateway.url, request_bytes))
+    assert status_seen == status
+    assert headers["content-type"].startswith("application/json") and headers["x-ccproxy-request-id"]
+    payload = orjson.loads(body)
+    assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message", "field"}
+    assert payload["error"]["code"] == code and payload["error"]["message"]
+    assert "CANARY" not in body.decode() and "CANARY" not in logs.text()
+
+
+async def test_a_parser_rejection_after_a_kept_alive_admin_request_takes_the_shape_of_its_own_path(
+    gateway: Gateway,
+) -> None:
+    guard.SAMPLER._seen.clear()
+    first = b"GET /admin/me HTTP/1.1\r\nHost: a\r\n\r\n"
+    bad = b"GET /health HTTP/1.1\r\nHost: a\r\nx-h: v\r\r\n\r\n"
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(first)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        received = b""
+        while not (b"\r\n\r\n" in received and _complete(received)):
+            received += await reader.read(65536)
+    assert split_response(received)[0] == 401  # the admin API's own answer, kept alive
+    writer.write(bad)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        raw = await reader.read(65536)
+        while raw and not _complete(raw):
+            raw += await reader.read(65536)
+    writer.close()
+    status, _, body = split_response(raw)
+    assert status == 400 and orjson.loads(body)["type"] == "error"  # /health: the relay's shape
+
+
 async def test_repeated_rejections_from_one_address_are_sampled(gateway: Gateway, logs: LogCapture) -> None:
     guard.SAMPLER._seen.clear()
     for _ in range(20):
@@ -271,6 +331,47 @@ async def test_legal_but_odd_bodies_are_relayed_or_refused_never_500(
             assert answer.endswith(b'message_stop"}\n\n') or b"message_stop" in answer
     rows = await gw.usage_rows()
     assert len(rows) == 1 and rows[0]["status"] == status
+
+
+def nested(depth: int) -> bytes:
+    """A relay body nesting exactly `depth` levels (its own object is the first), with
+    brackets inside a string that must not count."""
+    return b'{"model":"m","stream":true,"s":"[[[[{{{{\\"[[","x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+async def test_json_one_level_deeper_than_the_setting_is_a_clean_400_and_at_the_limit_is_relayed(
+    gateway_factory: Any, raw_upstream: tuple[RawUpstream, str], http: aiohttp.ClientSession
+) -> None:
+    upstream, url = raw_upstream
+    gw = await gateway_factory(url, max_json_depth="20")
+    key = (await gw.issue_key())["key"]
+    target = f"{gw.url}/ak/{key}/v1/messages"
+    async with http.post(target, data=nested(20), headers={"content-type": "application/json"}) as resp:
+        assert resp.status == 200 and b"message_stop" in await resp.read()
+    async with http.post(target, data=nested(21), headers={"content-type": "application/json"}) as resp:
+        error = orjson.loads(await resp.read())["error"]
+        assert resp.status == 400 and error["type"] == "invalid_request_error"
+        assert "deeper than 20 levels" in error["message"]
+    assert len(upstream.heads) == 1  # the deep one was refused before any upstream call
+    rows = await gw.usage_rows()
+    assert sorted(r["status"] for r in rows) == [200, 400]
+
+
+async def test_admin_json_one_level_deeper_than_the_setting_is_a_clean_400_in_the_admin_shape(
+    gateway_factory: Any, fake: tuple[FakeAnthropic, str], http: aiohttp.ClientSession
+) -> None:
+    gw = await gateway_factory(fake[1], max_json_depth="20")
+    await make_admin(gw.database, "root")
+    api = AdminClient(http, gw.url)
+    assert (await api.login("root", PASSWORD))[0] == 200
+    at_limit = b'{"name":' + b"[" * 19 + b"]" * 19 + b"}"
+    status, body = await api.call("POST", "/admin/users", raw=at_limit)
+    assert status == 422 and body["error"]["field"] == "name"  # past the depth check, to validation
+    status, body = await api.call("POST", "/admin/users", raw=b'{"name":' + b"[" * 20 + b"]" * 20 + b"}")
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    assert "deeper than 20 levels" in body["error"]["message"]
+    status, body = await api.post("/admin/users", {"name": "brackets", "description": "[" * 50 + "{" * 50})
+    assert status == 201 and body["description"] == "[" * 50 + "{" * 50  # inside strings they do not nest
 
 
 async def test_a_body_with_broken_chunked_framing_is_a_400_not_a_500(

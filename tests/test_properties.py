@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from bench.fake_anthropic import stream_events
-from gateway import errors, eventstream, keys, relay, server, sse, upstream
+from gateway import decoding, errors, eventstream, keys, relay, server, sse, upstream
 from gateway import headers as headers_mod
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -117,7 +117,7 @@ def test_frames_survive_any_split_and_a_flipped_byte_is_caught(
 @given(st.binary(max_size=500))
 def test_the_envelope_parser_gives_fields_or_an_invalid_request_for_any_bytes(body: bytes) -> None:
     try:
-        fields = relay.parse_envelope(body)
+        fields = relay.parse_envelope(body, 900)
     except errors.InvalidRequest as exc:
         assert exc.status == 400 and exc.message
     else:
@@ -139,11 +139,36 @@ def test_the_envelope_parser_handles_any_json_and_any_nesting(extra: dict[str, o
     deep = b'{"x":' + b"[" * depth + b"0" + b"]" * depth + b"," + body[1:]
     for candidate in (body, deep):
         try:
-            fields = relay.parse_envelope(candidate)
+            fields = relay.parse_envelope(candidate, 900)
         except errors.InvalidRequest:
-            assert candidate is deep and depth > 900  # only nesting deeper than the limit
+            assert candidate is deep and depth + 1 > 900  # only nesting deeper than the limit ({"x": counts)
         else:
+            assert candidate is body or depth + 1 <= 900
             assert fields.model == MODEL and fields.stream is True
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+bracket_values = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ax\n\t\x01é', max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=6), inner),
+    max_leaves=40,
+)
+
+
+@FAST
+@given(bracket_values, st.integers(0, 12))
+def test_the_depth_count_agrees_with_the_decoded_value_whatever_brackets_its_strings_hold(
+    value: object, limit: int
+) -> None:
+    data = msgspec.json.encode(value)
+    assert decoding.too_deep(data, limit) == (_depth(value) > limit)
 
 
 # --- header forwarding ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from gateway import audit, decoding, errors, paging, usage_reports
+from gateway import audit, decoding, errors, paging, server, usage_reports
 
 T = TypeVar("T")
 
@@ -110,4 +110,4 @@ async def body(request: web.Request, cls: type[T], *, optional: bool = False) ->
     data = b"".join(chunks)
     if optional and not data.strip():
         return msgspec.convert({}, cls)
-    return decoding.json_body(data, cls)
+    return decoding.json_body(data, cls, request.config_dict[server.CONFIG].max_json_depth)
