@@ -265,10 +265,10 @@ class Config:
     max_json_depth: Annotated[
         int,
         setting(
-            "900",
-            _int_range(1, 900),
-            "Deepest JSON nesting accepted in a relay or admin body (deeper gets 400); msgspec's own ceiling is"
-            " about 1,000 levels less the call stack, so 900 is also the most.",
+            "0",
+            _int_range(0, 900),
+            "Deepest JSON nesting accepted in a relay or admin body (deeper gets 400); 0: the decoder's own"
+            " ceiling (about 990 levels), with no scan. A limit costs a scan of bodies holding more brackets.",
         ),
     ]
     max_connections: Annotated[
