@@ -5,6 +5,9 @@ CLI's strings into the typed values the services take."""
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from msgspec import UnsetType
 
 from gateway import errors
 
@@ -83,3 +86,20 @@ def parse_thresholds(raw: str) -> list[int]:
     except ValueError:
         raise errors.ValidationFailed("alert_thresholds", "alert thresholds take percentages like 50,80,100") from None
     return thresholds(values)
+
+
+def owner_changes(spec: Any, kind: str) -> dict[str, Any]:
+    """The checked changes of an update to a budgeted owner (a user or a team): every rule
+    both share, applied to the fields `spec` sets (the others are UNSET)."""
+    changes: dict[str, Any] = {}
+    if not isinstance(spec.name, UnsetType):
+        changes["name"] = name("name", spec.name, kind)
+    if not isinstance(spec.description, UnsetType):
+        changes["description"] = description(spec.description)
+    if not isinstance(spec.monthly_budget_usd, UnsetType):
+        changes["monthly_budget_usd"] = budget(spec.monthly_budget_usd)
+    if not isinstance(spec.alert_thresholds, UnsetType):
+        changes["alert_thresholds"] = thresholds(spec.alert_thresholds)
+    if not isinstance(spec.allowed_models, UnsetType):
+        changes["allowed_models"] = models(spec.allowed_models)
+    return changes

@@ -89,16 +89,7 @@ async def update(database: db.Database, actor: audit.Actor, team_id: int, spec: 
     changes = audit.changed(spec)
     if not changes:
         raise errors.ValidationFailed(None, "nothing to update")
-    if not isinstance(spec.name, UnsetType):
-        changes["name"] = budget_rules.name("name", spec.name, "team")
-    if not isinstance(spec.description, UnsetType):
-        changes["description"] = budget_rules.description(spec.description)
-    if not isinstance(spec.monthly_budget_usd, UnsetType):
-        changes["monthly_budget_usd"] = budget_rules.budget(spec.monthly_budget_usd)
-    if not isinstance(spec.alert_thresholds, UnsetType):
-        changes["alert_thresholds"] = budget_rules.thresholds(spec.alert_thresholds)
-    if not isinstance(spec.allowed_models, UnsetType):
-        changes["allowed_models"] = budget_rules.models(spec.allowed_models)
+    changes.update(budget_rules.owner_changes(spec, "team"))
     args: list[object] = [team_id]
     for field in ("name", "description", "monthly_budget_usd", "alert_thresholds", "allowed_models"):
         args += [field in changes, changes.get(field)]
