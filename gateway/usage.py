@@ -64,6 +64,13 @@ class UsageEvent(msgspec.Struct, array_like=True):
 
 
 COLUMNS = tuple(UsageEvent.__struct_fields__)
+# The staging table takes the two costs as integer micro-dollars (sql/usage.sql).
+_COST = COLUMNS.index("cost_usd")
+_LIST_COST = COLUMNS.index("list_cost_usd")
+STAGING_COLUMNS = tuple(
+    {"cost_usd": "cost_micros", "list_cost_usd": "list_cost_micros"}.get(name, name) for name in COLUMNS
+)
+_MILLION = Decimal(1_000_000)
 
 
 def new_request_id() -> str:
@@ -83,6 +90,15 @@ _encode_batch = msgspec.msgpack.Encoder().encode
 _decode_batch = msgspec.msgpack.Decoder(list[UsageEvent]).decode
 
 
+def _record(event: UsageEvent) -> list[Any]:
+    record = list(msgspec.structs.astuple(event))
+    cost, list_cost = record[_COST], record[_LIST_COST]
+    # Costs are quantized to six decimals (pricing.py), so micro-dollars are exact.
+    record[_COST] = None if cost is None else int(cost * _MILLION)
+    record[_LIST_COST] = None if list_cost is None else int(list_cost * _MILLION)
+    return record
+
+
 async def write_batch(
     connection: asyncpg.Connection,
     events: list[UsageEvent],
@@ -92,7 +108,7 @@ async def write_batch(
     """Write one batch idempotently, with its rollups; returns how many rows were new.
     The price snapshots its rows refer to are stored in the same transaction, except
     those in `stored_snapshots` (the caller's memory of what this database holds)."""
-    records = [msgspec.structs.astuple(e) for e in events]
+    records = [_record(e) for e in events]
     snapshots = {e.list_price_id for e in events if e.list_price_id is not None}
     if stored_snapshots is not None:
         snapshots -= stored_snapshots  # usually nothing left: a few ids, a set difference
@@ -100,7 +116,7 @@ async def write_batch(
         if snapshots:
             await ledger.store_snapshots(connection, snapshots)
         await connection.execute(db.q("create-usage-staging"))
-        await connection.copy_records_to_table("usage_staging", records=records, columns=COLUMNS)
+        await connection.copy_records_to_table("usage_staging", records=records, columns=STAGING_COLUMNS)
         new_rows = int(await connection.fetchval(db.q("insert-usage-from-staging"), report_tz))
     if stored_snapshots is not None:
         stored_snapshots.update(snapshots)

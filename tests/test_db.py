@@ -235,6 +235,17 @@ async def test_migrations_apply_roll_back_and_apply_again(empty_database: str) -
     assert done == set(ids)
 
 
+async def test_rollup_pages_leave_room_for_in_place_updates(empty_database: str) -> None:
+    # Every usage batch updates the same rollup rows: fillfactor 50 keeps them HOT updates.
+    await asyncio.to_thread(db.migrate, empty_database)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'usage_rollups'")
+    finally:
+        await conn.close()
+    assert options == ["fillfactor=50"]
+
+
 def test_every_migration_has_a_rollback() -> None:
     for migration_id in db.migration_ids():
         assert (db.MIGRATIONS_DIR / f"{migration_id}.rollback.sql").is_file(), migration_id
