@@ -98,6 +98,20 @@ async def register_book(database: db.Database, book: pricing.PriceBook) -> None:
         await store_snapshots(conn, ids)
 
 
+_rated: dict[pricing.Rate, tuple[int, dict[str, str]]] = {}
+
+
+def _rate_snapshot(rate: pricing.Rate) -> tuple[int, dict[str, str]]:
+    # Keyed by the Rate object (an identity hash) rather than the Price (a hash of nine
+    # fields, Decimals included): this runs for every priced request.
+    held = _rated.get(rate)
+    if held is None:
+        if len(_rated) > 4096:
+            _rated.clear()
+        held = _rated[rate] = _snapshot(rate.price)
+    return held
+
+
 def price(
     book: pricing.PriceBook,
     provider: str,
@@ -116,18 +130,18 @@ def price(
     ):
         return FREE
     if provider == "bedrock":
-        row = book.lookup(model_id, region or pricing.ANY_REGION, at, pricing.BEDROCK) if model_id else None
-        if row is None:
+        rate = book.rate(model_id, region or pricing.ANY_REGION, at, pricing.BEDROCK) if model_id else None
+        if rate is None:
             return UNPRICED
-        total = pricing.cost(tokens, row).total
-        snap = _snapshot(row)[1]
+        total = pricing.usd(pricing.cost_micros(tokens, rate))
+        snap = _rate_snapshot(rate)[1]
         return Priced(total, snap, total, snap, False)
     if provider == "plan":
-        row = book.lookup(model_id, pricing.ANY_REGION, at, PLAN_LIST_PROVIDER) if model_id else None
-        if row is None:
+        rate = book.rate(model_id, pricing.ANY_REGION, at, PLAN_LIST_PROVIDER) if model_id else None
+        if rate is None:
             return UNPRICED
-        list_id, snap = _snapshot(row)
-        return Priced(_ZERO, None, pricing.cost(tokens, row).total, snap, False, list_id)
+        list_id, snap = _rate_snapshot(rate)
+        return Priced(_ZERO, None, pricing.usd(pricing.cost_micros(tokens, rate)), snap, False, list_id)
     return FREE  # provider none: never reached an upstream
 
 

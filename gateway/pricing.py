@@ -24,7 +24,9 @@ import re
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+import msgspec
 
 ANY_REGION = "*"
 BEDROCK = "bedrock"
@@ -38,7 +40,8 @@ DEFAULT_PRICES_PATH = Path(__file__).with_name("default_prices.json")
 
 # Enough digits that tokens × price is exact (up to ~10^40); only quantize() rounds.
 _CTX = Context(prec=60)
-_MICRO = Decimal("0.000001")
+_ONE = Decimal(1)
+_ZERO_USD = Decimal("0.000000")
 _REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 
 
@@ -57,14 +60,14 @@ class Price:
     provider: str = BEDROCK
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TokenCounts:
+class TokenCounts(msgspec.Struct, frozen=True):
     """Token counts of one request, as the upstream reported them.
 
     When the upstream reports only a total `cache_creation_input_tokens` without the
     5 m / 1 h split (`usage.cache_creation`), the caller passes it as
     `cache_write_5m_tokens`: 5 minutes is the default cache TTL
     (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching).
+    A msgspec Struct: built for every priced request, where a frozen dataclass costs 1 µs.
     """
 
     input_tokens: int = 0
@@ -86,25 +89,87 @@ class CostBreakdown:
     total: Decimal
 
 
-def _part(tokens: int, per_million: Decimal) -> Decimal:
+class Rate:
+    """A price row ready for arithmetic: its five prices (PRICE_FIELDS order) in
+    pico-dollars per token, which is micro-dollars per million tokens. Imported prices
+    have at most six decimals, so these are exact integers and a cost is integer
+    arithmetic; a price with more decimals (built in code, never imported) is None there
+    and takes the exact Decimal path."""
+
+    __slots__ = ("picos", "price")
+
+    def __init__(self, price: Price) -> None:
+        self.price = price
+        self.picos = tuple(_picos(getattr(price, name)) for name in PRICE_FIELDS)
+
+
+def _picos(per_million: Decimal) -> int | None:
+    scaled = per_million.scaleb(6, _CTX)
+    return int(scaled) if scaled == scaled.to_integral_value() else None
+
+
+def _part_micros(tokens: int, per_million: Decimal, picos: int | None) -> int:
+    """tokens / 1e6 × price per million, in micro-dollars, rounded half-up."""
     if tokens < 0:
         raise ValueError(f"token count must not be negative (got {tokens})")
-    exact = _CTX.multiply(Decimal(tokens), per_million).scaleb(-6, _CTX)
-    return exact.quantize(_MICRO, rounding=ROUND_HALF_UP, context=_CTX)
+    if picos is not None:
+        return (tokens * picos + 500_000) // 1_000_000
+    exact = _CTX.multiply(Decimal(tokens), per_million)
+    return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP, context=_CTX))
+
+
+def _token_fields(tokens: TokenCounts) -> tuple[int, int, int, int, int]:
+    return (
+        tokens.input_tokens,
+        tokens.output_tokens,
+        tokens.cache_write_5m_tokens,
+        tokens.cache_write_1h_tokens,
+        tokens.cache_read_tokens,
+    )
+
+
+def cost_micros(tokens: TokenCounts, rate: Rate) -> int:
+    """The total cost in micro-dollars: the sum of the rounded parts, exactly as
+    `cost()`; unrolled, since every request with tokens is priced (about 1 µs)."""
+    counts = _token_fields(tokens)
+    picos = rate.picos
+    if None in picos or min(counts) < 0:
+        price = rate.price
+        return sum(
+            _part_micros(n, getattr(price, name), p) for n, name, p in zip(counts, PRICE_FIELDS, picos, strict=True)
+        )
+    a, b, c, d, e = counts
+    pa, pb, pc, pd, pe = cast(tuple[int, int, int, int, int], picos)
+    return (
+        (a * pa + 500_000) // 1_000_000
+        + (b * pb + 500_000) // 1_000_000
+        + (c * pc + 500_000) // 1_000_000
+        + (d * pd + 500_000) // 1_000_000
+        + (e * pe + 500_000) // 1_000_000
+    )
+
+
+def usd(micros: int) -> Decimal:
+    """Micro-dollars as a six-decimal Decimal (0 as 0.000000, never 0E-6)."""
+    return Decimal(micros).scaleb(-6) if micros else _ZERO_USD
 
 
 def cost(tokens: TokenCounts, price: Price) -> CostBreakdown:
     """Cost per token type = tokens / 1e6 × price per million, rounded half-up to six
     decimals; the total is the sum of the rounded parts, so parts always add up."""
-    parts = (
-        _part(tokens.input_tokens, price.input),
-        _part(tokens.output_tokens, price.output),
-        _part(tokens.cache_write_5m_tokens, price.cache_write_5m),
-        _part(tokens.cache_write_1h_tokens, price.cache_write_1h),
-        _part(tokens.cache_read_tokens, price.cache_read),
+    rate = Rate(price)
+    micros = [
+        _part_micros(n, getattr(price, name), picos)
+        for n, name, picos in zip(_token_fields(tokens), PRICE_FIELDS, rate.picos, strict=True)
+    ]
+    return CostBreakdown(
+        input=usd(micros[0]),
+        output=usd(micros[1]),
+        cache_write_5m=usd(micros[2]),
+        cache_write_1h=usd(micros[3]),
+        cache_read=usd(micros[4]),
+        total=usd(sum(micros)),
     )
-    total = sum(parts, Decimal("0.000000"))
-    return CostBreakdown(*parts, total=total)
 
 
 # --- model ids ----------------------------------------------------------------------
@@ -140,7 +205,7 @@ def normalize_model(model_id: str) -> str:
 class PriceBook:
     """An immutable index of price rows; build a new one when the table changes."""
 
-    __slots__ = ("_dates", "_rows", "_versions")
+    __slots__ = ("_dates", "_memo", "_rows", "_versions")
 
     def __init__(self, rows: Iterable[Price]) -> None:
         by_key: dict[tuple[str, str, str], list[Price]] = {}
@@ -158,9 +223,12 @@ class PriceBook:
                     )
             versions[key] = tuple(group)
             dates[key] = tuple(p.effective_date for p in group)
-        self._versions = versions
+        self._versions = {key: tuple(Rate(p) for p in group) for key, group in versions.items()}
         self._dates = dates
         self._rows = tuple(p for group in versions.values() for p in group)
+        # (model id as asked, region, UTC day, provider) → its rate: every request asks
+        # again for the same few, and normalising the name alone costs more than the dict.
+        self._memo: dict[tuple[str, str, dt.date, str], Rate | None] = {}
 
     @classmethod
     def default(cls) -> PriceBook:
@@ -182,10 +250,25 @@ class PriceBook:
         with effective_date ≤ at's UTC date, from the exact region if it has one in
         force, else from `*`. None when nothing applies (unknown model, or too early).
         A naive `at` is taken as UTC."""
-        model = normalize_model(model_id)
+        rate = self.rate(model_id, region, at, provider)
+        return rate.price if rate is not None else None
+
+    def rate(self, model_id: str, region: str, at: dt.datetime, provider: str = BEDROCK) -> Rate | None:
+        """`lookup()`'s row as a `Rate`, for `cost_micros()`."""
         if at.tzinfo is not None:
             at = at.astimezone(dt.UTC)
         day = at.date()
+        memo_key = (model_id, region, day, provider)
+        try:
+            return self._memo[memo_key]
+        except KeyError:
+            pass
+        if len(self._memo) > 4096:  # model names come from clients: a bound
+            self._memo.clear()
+        found = self._memo[memo_key] = self._find(normalize_model(model_id), region, day, provider)
+        return found
+
+    def _find(self, model: str, region: str, day: dt.date, provider: str) -> Rate | None:
         for key in ((provider, model, region), (provider, model, ANY_REGION)):
             dates = self._dates.get(key)
             if dates is None:

@@ -147,6 +147,43 @@ def test_parts_are_within_half_a_micro_dollar_and_add_up(
     assert c.total == sum(parts)
 
 
+def _reference_total(counts: tuple[int, ...], per_million: Decimal) -> Decimal:
+    # Each part exact in Decimal, then rounded half-up to six decimals, then summed.
+    from decimal import ROUND_HALF_UP, Context
+
+    ctx = Context(prec=60)
+    parts = [
+        ctx.multiply(D(n), per_million).scaleb(-6, ctx).quantize(D("0.000001"), ROUND_HALF_UP, ctx) for n in counts
+    ]
+    return sum(parts, D("0.000000"))
+
+
+@given(
+    counts=st.tuples(*[st.integers(0, 10**12)] * 5),
+    per_million=st.decimals(min_value=0, max_value=100_000, places=6)
+    | st.decimals(min_value=0, max_value=100, places=9),  # built in code: the Decimal path
+)
+def test_the_integer_arithmetic_gives_the_exact_decimal_result(
+    counts: tuple[int, int, int, int, int], per_million: Decimal
+) -> None:
+    p = price(*(["claude-x", "*"] + [str(per_million)] * 5))
+    micros = pricing.cost_micros(TokenCounts(*counts), pricing.Rate(p))
+    assert pricing.usd(micros) == _reference_total(counts, per_million)
+    assert pricing.cost(TokenCounts(*counts), p).total == pricing.usd(micros)
+    assert str(pricing.usd(0)) == "0.000000"
+
+
+def test_a_repeated_lookup_is_answered_from_the_memo_with_the_same_row() -> None:
+    book = pricing.PriceBook([price(effective_date="2025-01-01"), price(input="2", effective_date="2025-06-01")])
+    at = dt.datetime(2025, 5, 31, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-2)))  # 1 June in UTC
+    first = book.rate("claude-sonnet-4-5-20250929", "*", at)
+    assert first is book.rate("claude-sonnet-4-5-20250929", "*", at)
+    assert first is not None and first.price.input == D("2")
+    assert book.lookup("claude-sonnet-4-5-20250929", "*", at - dt.timedelta(hours=2)) == price(
+        effective_date="2025-01-01"
+    )
+
+
 # --- lookup -------------------------------------------------------------------------
 
 
