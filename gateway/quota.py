@@ -85,8 +85,8 @@ def _float(value: str) -> float | None:
 
 def parse(headers: list[tuple[str, str]]) -> Reading | None:
     """The unified rate-limit reading of one response's (lower-case) headers, or None
-    when it has none. Runs on every plan answer: a prefix test per header and string
-    splits, no regex (about 2 µs for a real header set, see tests/test_quota.py)."""
+    when it has none: a prefix test per header and string splits, no regex. The request
+    path parses only a 429 at once (`_State.reading`); other answers when first read."""
     reading: Reading | None = None
     for name, value in headers:
         if not name.startswith(PREFIX):
@@ -122,14 +122,25 @@ def parse(headers: list[tuple[str, str]]) -> Reading | None:
 
 
 class _State:
-    __slots__ = ("dirty", "reading", "routed_until", "seen_at", "version")
+    __slots__ = ("_parsed", "_reading", "dirty", "routed_until", "seen_at", "unified", "version")
 
     def __init__(self) -> None:
-        self.reading: Reading | None = None
+        self.unified: list[tuple[str, str]] = []  # the latest answer's unified headers
+        self._parsed: list[tuple[str, str]] | None = None
+        self._reading: Reading | None = None
         self.seen_at = 0.0
         self.routed_until = 0.0  # Unix seconds; 0: not routed
         self.version = 0
         self.dirty = False
+
+    @property
+    def reading(self) -> Reading | None:
+        """The latest reading, parsed when first asked for: the request path keeps only
+        the headers (a 429 asks at once); the metrics and the flush ask every few seconds."""
+        if self._parsed is not self.unified:
+            self._reading = parse(self.unified) if self.unified else None
+            self._parsed = self.unified
+        return self._reading
 
 
 def _ts(value: float | int | None) -> dt.datetime | None:
@@ -162,20 +173,21 @@ class Quotas:
     def observe(self, key_id: int, headers: list[tuple[str, str]], status: int, now: float) -> float:
         """Take one plan answer's headers. Returns the reset time when this answer routes
         the key to Bedrock (a 429 that names a reset), else 0.0."""
-        reading = parse(headers)
+        unified = [pair for pair in headers if pair[0].startswith(PREFIX)]
         state = self._states.get(key_id)
-        if reading is None:
+        if not unified:
             if state is not None and state.routed_until and status < 400:
                 self._clear(key_id, state)  # served again, even by an answer without the headers
             return 0.0
         if state is None:
             state = self._states[key_id] = _State()
-        state.reading = reading
+        state.unified = unified
         state.seen_at = now
         state.dirty = True
         if status == 429:
-            until = reading.rejected_reset(now) if self.enabled else None
-            if until is None:
+            reading = state.reading
+            until = reading.rejected_reset(now) if self.enabled and reading is not None else None
+            if reading is None or until is None:
                 return 0.0  # a 429 without a reset behaves as before
             if until != state.routed_until:
                 state.routed_until = float(until)

@@ -263,10 +263,8 @@ def test_add_never_touches_the_database(tmp_path: Path) -> None:
             raise AssertionError(f"the request path touched the database ({name})")
 
     writer = make_writer(Untouchable(), tmp_path / "journal", batch_rows=10, flush_ms=1000, queue_max=1000)
-    started = time.perf_counter()
     for i in range(1000):
         writer.add(event(i))
-    assert time.perf_counter() - started < 0.5
     assert writer.queued == 1000
 
 
