@@ -338,3 +338,18 @@ async def test_serve_with_two_workers_shares_the_port_and_meters_every_request(
     assert pids == workers, "both workers answered requests"
     listed = cli_json(env, "usage", "recent", "--limit", "100")
     assert {r["request_id"] for r in listed} == {request_id for _, request_id in results}
+
+
+def test_after_start_up_the_collector_leaves_the_long_lived_objects_alone() -> None:
+    import gc
+
+    from gateway import serve
+
+    before = gc.get_threshold()
+    try:
+        serve._settle_gc()
+        assert gc.get_threshold() == serve.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
