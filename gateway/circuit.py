@@ -9,14 +9,13 @@ in background tasks: the request that failed is already on its way to Bedrock.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
 import msgspec
 import structlog
 
-from gateway import audit, db, errors, log, paging
+from gateway import audit, db, errors, log, paging, shared_state
 
 logger = structlog.get_logger("gateway.circuit")
 
@@ -37,8 +36,11 @@ class _State:
         self.version: int = row["version"]
 
 
-class Circuits:
+class Circuits(shared_state.KeyedStates):
+    reload_failed = "circuit_reload_failed"
+
     def __init__(self, database: db.Database, *, failures: int, window: float, open_seconds: float) -> None:
+        super().__init__()
         self._db = database
         self.failures = failures
         self.window = window
@@ -46,7 +48,6 @@ class Circuits:
         # A probe that never reported back (its instance died) may be re-claimed after this.
         self.probe_timeout = max(60.0, min(open_seconds, 600.0))
         self._states: dict[int, _State] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.opened_total = 0
 
     # --- the request path (memory only) --------------------------------------------------
@@ -82,17 +83,12 @@ class Circuits:
 
     def record_failure(self, key_id: int, error_class: str) -> None:
         if error_class in COUNTED:
-            self._spawn(self._record_failure(key_id, error_class))
+            self.tasks.spawn(self._record_failure(key_id, error_class))
 
     def record_probe(self, key_id: int, ok: bool, error_class: str | None) -> None:
-        self._spawn(self._record_probe(key_id, ok, error_class))
+        self.tasks.spawn(self._record_probe(key_id, ok, error_class))
 
     # --- writes ----------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _record_failure(self, key_id: int, error_class: str) -> None:
         try:
@@ -129,8 +125,7 @@ class Circuits:
         )
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.drain()
 
     # --- keeping memory true -----------------------------------------------------------------
 
@@ -156,23 +151,6 @@ class Circuits:
             self._states.pop(key_id, None)  # rows are only deleted with their access key
         else:
             self._apply(key_id, row)
-
-    async def reload_forever(self, every: float) -> None:
-        """Backs up NOTIFY, as the key cache's refresh does."""
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.reload_all()
-            except Exception as exc:
-                logger.warning("circuit_reload_failed", error=type(exc).__name__)
-
-    def on_notify(self, payload: str) -> None:
-        try:
-            key_id = int(payload)
-        except ValueError:
-            self._spawn(self.reload_all())
-            return
-        self._spawn(self.reload(key_id))
 
 
 # --- services for the CLI and the admin API --------------------------------------------------

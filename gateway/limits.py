@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from gateway import alert_webhook, db, errors, keys
+from gateway import alert_webhook, db, errors, keys, shared_state
 
 logger = structlog.get_logger("gateway.limits")
 
@@ -119,7 +119,7 @@ class Budgets:
         self._team_recorded: dict[int, Decimal] = collections.defaultdict(Decimal)
         self._seen: dict[int, keys.KeyContext] = {}
         self._fired: set[tuple[str, int, dt.date, int]] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = shared_state.TaskSet()
 
     # --- the request path -----------------------------------------------------------------
 
@@ -192,7 +192,7 @@ class Budgets:
             if key in self._fired or spent * 100 < budget * threshold:
                 continue
             self._fired.add(key)
-            self._spawn(self._fire(scope, scope_id, name, period, threshold, spent, budget))
+            self._tasks.spawn(self._fire(scope, scope_id, name, period, threshold, spent, budget))
 
     async def _fire(
         self, scope: str, scope_id: int, name: str, period: dt.date, threshold: int, spent: Decimal, budget: Decimal
@@ -219,14 +219,8 @@ class Budgets:
         if self._webhook_url and self.session is not None:
             await alert_webhook.AlertWebhook(self._webhook_url, self.session).post(event)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.drain()
 
     # --- keeping memory true -------------------------------------------------------------------
 

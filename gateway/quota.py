@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway import db, errors, log
+from gateway import db, errors, log, shared_state
 
 logger = structlog.get_logger("gateway.quota")
 
@@ -147,15 +147,17 @@ def _ts(value: float | int | None) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(value, dt.UTC) if value else None
 
 
-class Quotas:
+class Quotas(shared_state.KeyedStates):
     """The request path's memory of every key's quota state."""
 
+    reload_failed = "quota_reload_failed"
+
     def __init__(self, database: db.Database, *, enabled: bool, flush_seconds: float) -> None:
+        super().__init__()
         self._db = database
         self.enabled = enabled
         self.flush_seconds = flush_seconds
         self._states: dict[int, _State] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.routed_total = 0
         self._next_gauges = 0.0
 
@@ -199,7 +201,7 @@ class Quotas:
                     unified_status=reading.status,
                     **log.emf(ROUTED_METRICS, {"QuotaRouted": 1}),
                 )
-                self._spawn(self._write_routed(key_id, state, reading, float(until)))
+                self.tasks.spawn(self._write_routed(key_id, state, reading, float(until)))
             return float(until)
         if status < 400 and state.routed_until:
             self._clear(key_id, state)
@@ -209,7 +211,7 @@ class Quotas:
         """The reset passed and the plan serves again: back to plan first, everywhere."""
         state.routed_until = 0.0
         logger.info("quota_route_cleared", access_key_id=key_id)
-        self._spawn(self._write_routed(key_id, state, state.reading or Reading(), None))
+        self.tasks.spawn(self._write_routed(key_id, state, state.reading or Reading(), None))
 
     # --- metrics -----------------------------------------------------------------------------
 
@@ -234,11 +236,6 @@ class Quotas:
         }
 
     # --- writes ---------------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _write_routed(self, key_id: int, state: _State, reading: Reading, until: float | None) -> None:
         try:
@@ -304,8 +301,7 @@ class Quotas:
         )
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.drain()
         try:
             await self.flush_readings()
         except Exception as exc:
@@ -333,23 +329,6 @@ class Quotas:
             self._states.pop(key_id, None)  # rows are only deleted with their access key
         else:
             self._apply(key_id, row)
-
-    async def reload_forever(self, every: float) -> None:
-        """Backs up NOTIFY, as the circuit states' reload does."""
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.reload_all()
-            except Exception as exc:
-                logger.warning("quota_reload_failed", error=type(exc).__name__)
-
-    def on_notify(self, payload: str) -> None:
-        try:
-            key_id = int(payload)
-        except ValueError:
-            self._spawn(self.reload_all())
-            return
-        self._spawn(self.reload(key_id))
 
 
 # --- services for the CLI and the admin API --------------------------------------------------
