@@ -34,7 +34,7 @@ MODEL = "claude-sonnet-4-5-20250929"
 PLAN_CREDENTIAL = "sk-ant-bench"
 BEDROCK_PLAN_CREDENTIAL = "sk-ant-bench-bedrock"  # its own plan credential: its own circuit
 FAKE_BEDROCK_API_KEY = "fake-bedrock-api-key"  # what bench/fake_bedrock.py accepts
-SCENARIOS = ("overhead", "throughput", "claude-code", "bedrock", "usage-writer")
+SCENARIOS = ("overhead", "throughput", "claude-code", "bedrock", "usage-writer", "instructions")
 # The throughput ratios are judged against the aiohttp-served fake, an upstream built like
 # the gateway; the raw-asyncio fake answers for a tenth of the CPU and is reported beside
 # it as the stricter baseline (bench/README.md, "Baseline and ratios").
@@ -1441,6 +1441,125 @@ def scenario_usage_writer(stack: Stack) -> dict[str, Any]:
     }
 
 
+def _callgrind(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, timeout=60, check=True)
+
+
+def _counted_instructions(out_dir: Path, pid: int) -> int:
+    """The instructions of the last dump callgrind wrote for `pid`: the `totals:` line at
+    its end (the `summary:` line at its top is written before counting and stays 0)."""
+    dumps = sorted(out_dir.glob(f"callgrind.{pid}.*"), key=lambda f: int(f.suffix[1:]))
+    text = dumps[-1].read_text(errors="replace") if dumps else ""
+    totals = [line for line in text.splitlines() if line.startswith("totals:")]
+    if not totals:
+        raise RuntimeError(f"callgrind wrote no totals for pid {pid} in {out_dir}")
+    return int(totals[-1].split()[1])
+
+
+def scenario_instructions(stack: Stack) -> dict[str, Any]:
+    """Instructions the gateway process executes per plan request and per relayed event,
+    counted by valgrind's callgrind on a second `ccproxy serve` (c=8, the aiohttp-served
+    fake). CPU time moves with the machine: on a shared 2-core host the same build measured
+    from 137 to 257 µs per plan request within an hour. An instruction count does not, so
+    it compares two builds exactly (repeat runs agree within 1 %). It is not time: a
+    syscall counts as the few instructions that enter the kernel."""
+    if stack.options.target:
+        raise Skip("counts a gateway it starts itself under valgrind, not --target")
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise Skip("valgrind (callgrind) is not installed")
+    stack.use_fake(REFERENCE_FAKE)  # the fake the per-event target is judged against
+    try:
+        return _instructions(stack)
+    finally:
+        stack.use_fake(stack.options.fake_mode)
+
+
+def _instructions(stack: Stack) -> dict[str, Any]:
+    quick = stack.options.quick
+    seconds = stack.options.duration or (2.0 if quick else 15.0)
+    direct = stack.start_fake()
+    data_dir = stack.work / "data-instructions"
+    out_dir = stack.work / "callgrind"
+    out_dir.mkdir(exist_ok=True)
+    stack.extra_markers.append(str(data_dir))
+    env = {**stack.gateway_env(), "CCPROXY_DATA_DIR": str(data_dir), "CCPROXY_PLAN_BASE_URL": direct.url}
+    port = free_port()
+    counter = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",  # counted only between the `-i on` and `-i off` below
+        f"--callgrind-out-file={out_dir}/callgrind.%p",
+    ]
+    proc = stack._spawn("gateway-instructions", counter + _cli_command("serve", "--port", str(port)), env=env)
+    stack._wait_http("gateway-instructions", proc, Endpoint("instructions", "127.0.0.1", port), "/health", 300)
+    subprocess.run(
+        _cli_command("users", "create", "bench-instructions", "--json"),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    issued = subprocess.run(
+        _cli_command("keys", "issue", "--user", "bench-instructions", "--json"),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    endpoint = Endpoint("gateway", "127.0.0.1", port, f"/ak/{Stack._json(issued.stdout)['key']}")
+    phases: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for mode, fake_scenario, stream in (("nonstream", "text", False), ("stream", "events:200", True)):
+        # warm (valgrind translates code on first use), then count one phase
+        run_phase(
+            stack,
+            endpoint,
+            f"instructions {mode} warm-up",
+            fake_scenario,
+            stream=stream,
+            concurrency=8,
+            duration=1.0 if quick else 3.0,
+            warmup=0.0,
+        )
+        _callgrind(proc.pid, "-z")
+        _callgrind(proc.pid, "-i", "on")
+        result, summary = run_phase(
+            stack,
+            endpoint,
+            f"instructions {mode}",
+            fake_scenario,
+            stream=stream,
+            concurrency=8,
+            duration=seconds,
+            warmup=0.0,
+        )
+        _callgrind(proc.pid, "-i", "off")
+        _callgrind(proc.pid, "-d")
+        counts[mode] = _counted_instructions(out_dir, proc.pid)
+        summary["instructions"] = counts[mode]
+        phases[mode] = {"gateway": summary}
+        if result.errors or not result.requests:
+            raise RuntimeError(f"instructions {mode}: {result.errors} errors in {result.requests} requests")
+    per_request = counts["nonstream"] / phases["nonstream"]["gateway"]["requests"]
+    per_event = counts["stream"] / max(phases["stream"]["gateway"]["events"], 1)
+    return {
+        "measures": [
+            measure("gateway instructions per plan request", None, {"gateway": per_request}, "instructions"),
+            measure(
+                "gateway instructions per relayed event (200-event streams, request included)",
+                None,
+                {"gateway": per_event},
+                "instructions",
+            ),
+        ],
+        "phases": phases,
+        "params": {"seconds": seconds, "concurrency": 8, "fake": REFERENCE_FAKE},
+    }
+
+
 def startup_measures(stack: Stack) -> dict[str, Any] | None:
     info = stack.gateway_info
     if not info:
@@ -1461,6 +1580,7 @@ RUNNERS: dict[str, Callable[[Stack], dict[str, Any]]] = {
     "claude-code": scenario_claude_code,
     "bedrock": scenario_bedrock,
     "usage-writer": scenario_usage_writer,
+    "instructions": scenario_instructions,
 }
 
 

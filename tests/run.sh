@@ -16,7 +16,13 @@ if [ "$(cat dashboard/node_modules/.lock-sha256 2>/dev/null)" != "$dashboard_loc
     npm ci --prefix dashboard --no-audit --no-fund --loglevel=error
     echo "$dashboard_lock" > dashboard/node_modules/.lock-sha256
 fi
-command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+# chromium: the dashboard's browser tests; valgrind: the bench's instruction counts.
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v valgrind >/dev/null || missing="$missing valgrind"
+if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+fi
 
 ruff check gateway bench tests infra
 ruff format --check gateway bench tests infra
