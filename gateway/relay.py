@@ -20,7 +20,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import msgspec
@@ -588,48 +588,53 @@ class Relay:
             "upstream_model": model_id,
             "model_substituted": resolved.substituted,
         }
-        request_id = call.request_id
-        headers = {"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id}
-        if call.plan_resets_at:
-            # While the key is routed away, the client can see when its plan comes back.
-            headers["x-ccproxy-plan-resets-at"] = _iso(call.plan_resets_at)
-            if skipped == QUOTA_EXHAUSTED:
-                headers["x-ccproxy-fallback"] = "quota"
-                fields["fallback_state"] = "quota"
-        if resolved.substituted:
-            # Never silent (issue 15): the client, the usage row and the log all say so.
-            headers["x-ccproxy-model-substituted"] = f"{call.model} -> {model_id}"
-            logger.warning("model_substituted", requested=call.model, bedrock_model=model_id)
+        headers = _bedrock_headers(call, resolved, skipped, fields)
         try:
             body = bedrock.prepare_body(call.body or b"", request.headers.get("anthropic-beta"), config)
         except errors.InvalidRequest as exc:  # a feature Bedrock lacks, named (README: Bedrock features)
-            refused = refusal(exc, request_id, "bedrock", **fields)
+            refused = refusal(exc, call.request_id, "bedrock", **fields)
             if resolved.substituted:
-                refused.response.headers["x-ccproxy-model-substituted"] = headers["x-ccproxy-model-substituted"]  # type: ignore[union-attr]
+                refused.response.headers[SUBSTITUTED] = headers[SUBSTITUTED]  # type: ignore[union-attr]
             return refused
-        base_url = bedrock.endpoint(region, config)
-        proxy = config.proxy_for(base_url)
+        if call.endpoint != "count_tokens":
+            try:
+                self.budgets.check(ctx)  # before any Bedrock call; plan calls are never blocked
+            except errors.RateLimited as exc:
+                refused = refusal(exc, call.request_id, "bedrock", error_class="budget_exceeded", **fields)
+                return _routed_away(call, refused)
+        target = _Target(bedrock.endpoint(region, config), model_id, region, auth)
+        return await self._bedrock_answer(request, call, target, body, headers, failure, fields)
 
-        if call.endpoint == "count_tokens":  # free on Bedrock too: no budget check
+    async def _bedrock_answer(
+        self,
+        request: web.Request,
+        call: Call,
+        target: _Target,
+        body: bytes,
+        headers: dict[str, str],
+        failure: PlanFailure | None,
+        fields: dict[str, Any],
+    ) -> Outcome:
+        """Bedrock's answer relayed: token counting (free on Bedrock too, so no budget
+        check), a whole message, or a stream. A call that fails before its first byte is
+        answered by `_bedrock_failed`."""
+        timeout = self.config.bedrock_timeout
+        proxy = self.config.proxy_for(target.base_url)
+        if call.endpoint == "count_tokens":
             try:
                 payload = await bedrock.count_tokens(
-                    self.session, base_url=base_url, model_id=model_id, body=body, auth=auth, region=region,
-                    timeout=config.bedrock_timeout, proxy=proxy,
+                    self.session, base_url=target.base_url, model_id=target.model_id, body=body, auth=target.auth,
+                    region=target.region, timeout=timeout, proxy=proxy,
                 )  # fmt: skip
             except errors.GatewayError as exc:
                 return self._bedrock_failed(call, exc, failure, fields)
             counted = web.Response(body=payload, content_type="application/json", headers=headers)
             return Outcome(counted, "bedrock", ttfb=time.perf_counter(), **fields)
-
-        try:
-            self.budgets.check(ctx)  # before any Bedrock call; plan calls are never blocked
-        except errors.RateLimited as exc:
-            return _routed_away(call, refusal(exc, call.request_id, "bedrock", error_class="budget_exceeded", **fields))
         counts = sse.UsageCounts()
         try:
             answer = await bedrock.invoke(
-                self.session, base_url=base_url, model_id=model_id, body=body, stream=call.stream, auth=auth,
-                region=region, timeout=config.bedrock_timeout, on_event=counts.observe_sse, proxy=proxy,
+                self.session, base_url=target.base_url, model_id=target.model_id, body=body, stream=call.stream,
+                auth=target.auth, region=target.region, timeout=timeout, on_event=counts.observe_sse, proxy=proxy,
             )  # fmt: skip
         except errors.GatewayError as exc:
             return self._bedrock_failed(call, exc, failure, fields)
@@ -847,6 +852,37 @@ class Relay:
         }
         log.request_line(_with_request_metrics(line, is_error, False, False, 0, 0.0))
         return error_response(exc, request_id)
+
+
+SUBSTITUTED = "x-ccproxy-model-substituted"
+
+
+class _Target(NamedTuple):
+    """Where one request goes on Bedrock, and as whom."""
+
+    base_url: str
+    model_id: str
+    region: str
+    auth: bedrock.Auth
+
+
+def _bedrock_headers(
+    call: Call, resolved: model_map.Resolution, skipped: str | None, fields: dict[str, Any]
+) -> dict[str, str]:
+    """The gateway's headers on a Bedrock answer; a quota route also marks `fields`."""
+    request_id = call.request_id
+    headers = {"x-ccproxy-request-id": request_id, "x-ccproxy-provider": "bedrock", "request-id": request_id}
+    if call.plan_resets_at:
+        # While the key is routed away, the client can see when its plan comes back.
+        headers["x-ccproxy-plan-resets-at"] = _iso(call.plan_resets_at)
+        if skipped == QUOTA_EXHAUSTED:
+            headers["x-ccproxy-fallback"] = "quota"
+            fields["fallback_state"] = "quota"
+    if resolved.substituted:
+        # Never silent (issue 15): the client, the usage row and the log all say so.
+        headers[SUBSTITUTED] = f"{call.model} -> {resolved.model_id}"
+        logger.warning("model_substituted", requested=call.model, bedrock_model=resolved.model_id)
+    return headers
 
 
 _SSE_NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
