@@ -500,10 +500,12 @@ class Stack:
         *args: str,
         check: bool = True,
         stdin: str = "",
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """`ccproxy ARGS` against the started gateway's data (or `env`'s, another one's)."""
         result = subprocess.run(
             _cli_command(*args),
-            env=self.gateway_env(),
+            env=env or self.gateway_env(),
             cwd=REPO,
             input=stdin,
             capture_output=True,
@@ -1179,12 +1181,7 @@ def _quota_gateway(stack: Stack, name: str, plan: Endpoint, quota_routing: bool)
     stack._wait_http(f"gateway-{name}", proc, Endpoint(name, "127.0.0.1", port), "/health", 120)
 
     def cli(*args: str, stdin: str = "") -> dict[str, Any]:
-        done = subprocess.run(
-            _cli_command(*args), env=env, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"ccproxy {' '.join(args)} → exit {done.returncode}: {done.stderr.strip()[-800:]}")
-        return Stack._json(done.stdout)
+        return Stack._json(stack.cli(*args, stdin=stdin, env=env).stdout)
 
     cli("users", "create", "bench-quota", "--json")
     issued = cli("keys", "issue", "--user", "bench-quota", "--json")
@@ -1492,24 +1489,9 @@ def _instructions(stack: Stack) -> dict[str, Any]:
     ]
     proc = stack._spawn("gateway-instructions", counter + _cli_command("serve", "--port", str(port)), env=env)
     stack._wait_http("gateway-instructions", proc, Endpoint("instructions", "127.0.0.1", port), "/health", 300)
-    subprocess.run(
-        _cli_command("users", "create", "bench-instructions", "--json"),
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    issued = subprocess.run(
-        _cli_command("keys", "issue", "--user", "bench-instructions", "--json"),
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    endpoint = Endpoint("gateway", "127.0.0.1", port, f"/ak/{Stack._json(issued.stdout)['key']}")
+    stack.cli("users", "create", "bench-instructions", "--json", env=env)
+    issued = Stack._json(stack.cli("keys", "issue", "--user", "bench-instructions", "--json", env=env).stdout)
+    endpoint = Endpoint("gateway", "127.0.0.1", port, f"/ak/{issued['key']}")
     phases: dict[str, Any] = {}
     counts: dict[str, int] = {}
     for mode, fake_scenario, stream in (("nonstream", "text", False), ("stream", "events:200", True)):
