@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from gateway import audit, decoding, errors, paging, server, usage_reports
+from gateway import audit, decoding, errors, paging, routing, server, usage_reports
 
 T = TypeVar("T")
 
@@ -111,3 +111,25 @@ async def body(request: web.Request, cls: type[T], *, optional: bool = False) ->
     if optional and not data.strip():
         return msgspec.convert({}, cls)
     return decoding.json_body(data, cls, request.config_dict[server.CONFIG].max_json_depth)
+
+
+def update_of(spec: Any, update_type: type[T]) -> T:
+    """The service's update struct from the PATCH body's fields of the same names (the
+    body may carry more, such as `routing`, which another service takes)."""
+    return update_type(**{name: getattr(spec, name) for name in update_type.__struct_fields__})  # type: ignore[attr-defined]
+
+
+async def update_owner(
+    request: web.Request, service: Any, scope: routing.Scope, owner_id: int, spec: Any, update_type: type[Any]
+) -> None:
+    """PATCH of a user or team (`service`: gateway.users or gateway.teams): its own fields
+    through the service's `update`, then `routing` when given. The routing service finds
+    owners by name (the CLI's argument), so it gets the name after any rename."""
+    database = request.config_dict[server.DATABASE]
+    fields = update_of(spec, update_type)
+    if audit.changed(fields) or isinstance(spec.routing, msgspec.UnsetType):
+        owner = await service.update(database, actor(request), owner_id, fields)
+    else:
+        owner = await service.get(database, owner_id)
+    if not isinstance(spec.routing, msgspec.UnsetType):
+        await routing.set_routing(database, actor(request), scope, owner.name, spec.routing)

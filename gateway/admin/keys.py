@@ -41,7 +41,7 @@ async def update(request: web.Request) -> web.Response:
     key_id = http.path_id(request, "key_id")
     spec = await http.body(request, KeyPatch)
     database = request.config_dict[server.DATABASE]
-    fields = keys.KeyUpdate(**{f: getattr(spec, f) for f in keys.KeyUpdate.__struct_fields__})
+    fields = http.update_of(spec, keys.KeyUpdate)
     # The other fields first, so one PATCH can allow Bedrock and route to it.
     if audit.changed(fields) or isinstance(spec.routing, UnsetType):
         await keys.update(database, http.actor(request), key_id, fields)

@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from gateway import audit, db, routing, server, teams
+from gateway import db, routing, server, teams
 from gateway.admin import http
 
 
@@ -41,16 +41,8 @@ async def detail(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     team_id = http.path_id(request, "team_id")
     spec = await http.body(request, TeamPatch)
-    database = request.config_dict[server.DATABASE]
-    fields = teams.TeamUpdate(**{f: getattr(spec, f) for f in teams.TeamUpdate.__struct_fields__})
-    if audit.changed(fields) or isinstance(spec.routing, UnsetType):
-        team = await teams.update(database, http.actor(request), team_id, fields)
-    else:
-        team = await teams.get(database, team_id)
-    if not isinstance(spec.routing, UnsetType):
-        # The service finds users and teams by name (the CLI's argument).
-        await routing.set_routing(database, http.actor(request), "team", team.name, spec.routing)
-    return http.json(await _detail(database, team_id))
+    await http.update_owner(request, teams, "team", team_id, spec, teams.TeamUpdate)
+    return http.json(await _detail(request.config_dict[server.DATABASE], team_id))
 
 
 async def delete(request: web.Request) -> web.Response:

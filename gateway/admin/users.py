@@ -7,7 +7,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from gateway import attribution, audit, db, keys, quota, routing, server, users
+from gateway import attribution, db, keys, quota, routing, server, users
 from gateway.admin import http
 
 # Sessions are paged from at most this many of the user's latest (the service's cap).
@@ -58,16 +58,8 @@ async def detail(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     user_id = http.path_id(request, "user_id")
     spec = await http.body(request, UserPatch)
-    database = request.config_dict[server.DATABASE]
-    fields = users.UserUpdate(**{f: getattr(spec, f) for f in users.UserUpdate.__struct_fields__})
-    if audit.changed(fields) or isinstance(spec.routing, UnsetType):
-        user = await users.update(database, http.actor(request), user_id, fields)
-    else:
-        user = await users.get(database, user_id)
-    if not isinstance(spec.routing, UnsetType):
-        # The service finds users by name (the CLI's argument); after a rename, the new one.
-        await routing.set_routing(database, http.actor(request), "user", user.name, spec.routing)
-    return http.json(await _detail(database, user_id))
+    await http.update_owner(request, users, "user", user_id, spec, users.UserUpdate)
+    return http.json(await _detail(request.config_dict[server.DATABASE], user_id))
 
 
 async def sessions(request: web.Request) -> web.Response:
