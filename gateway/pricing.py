@@ -128,16 +128,19 @@ def _token_fields(tokens: TokenCounts) -> tuple[int, int, int, int, int]:
     )
 
 
+def _parts_micros(tokens: TokenCounts, rate: Rate) -> list[int]:
+    price = rate.price
+    fields = zip(_token_fields(tokens), PRICE_FIELDS, rate.picos, strict=True)
+    return [_part_micros(n, getattr(price, name), picos) for n, name, picos in fields]
+
+
 def cost_micros(tokens: TokenCounts, rate: Rate) -> int:
     """The total cost in micro-dollars: the sum of the rounded parts, exactly as
     `cost()`; unrolled, since every request with tokens is priced (about 1 µs)."""
     counts = _token_fields(tokens)
     picos = rate.picos
     if None in picos or min(counts) < 0:
-        price = rate.price
-        return sum(
-            _part_micros(n, getattr(price, name), p) for n, name, p in zip(counts, PRICE_FIELDS, picos, strict=True)
-        )
+        return sum(_parts_micros(tokens, rate))  # the Decimal path, or the negative count's error
     a, b, c, d, e = counts
     pa, pb, pc, pd, pe = cast(tuple[int, int, int, int, int], picos)
     return (
@@ -157,11 +160,7 @@ def usd(micros: int) -> Decimal:
 def cost(tokens: TokenCounts, price: Price) -> CostBreakdown:
     """Cost per token type = tokens / 1e6 × price per million, rounded half-up to six
     decimals; the total is the sum of the rounded parts, so parts always add up."""
-    rate = Rate(price)
-    micros = [
-        _part_micros(n, getattr(price, name), picos)
-        for n, name, picos in zip(_token_fields(tokens), PRICE_FIELDS, rate.picos, strict=True)
-    ]
+    micros = _parts_micros(tokens, Rate(price))
     return CostBreakdown(
         input=usd(micros[0]),
         output=usd(micros[1]),
