@@ -400,6 +400,19 @@ class Stack:
 
     # -- fakes
 
+    def spawn_fake(self, name: str, argv: list[str], port: int, limit: float = 20.0) -> subprocess.Popen[bytes]:
+        """Start a fake upstream and wait until it accepts connections on `port`."""
+        proc = self._spawn(name, argv)
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return proc
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start:\n{self.log_tail(name)}") from None
+                time.sleep(0.05)
+
     def start_fake(self) -> Endpoint:
         """The fake the gateway relays to: `--direct`, else the `--fake-mode` one."""
         if self.direct is not None:
@@ -417,18 +430,8 @@ class Stack:
         argv = [sys.executable, "-m", "bench.fake_anthropic", "--port", str(port)]
         if mode == "fast":
             argv.append("--fast")
-        name = f"fake_anthropic_{mode}"
-        proc = self._spawn(name, argv)
+        proc = self.spawn_fake(f"fake_anthropic_{mode}", argv, port)
         endpoint = Endpoint("direct", "127.0.0.1", port)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fake anthropic did not start:\n{self.log_tail(name)}") from None
-                time.sleep(0.05)
         self.fakes[mode] = (endpoint, proc.pid)
         return self.fakes[mode]
 
@@ -465,19 +468,9 @@ class Stack:
         if self.bedrock is not None:
             return self.bedrock
         port = free_port()
-        proc = self._spawn(
-            "fake_bedrock", [sys.executable, "-m", "bench.fake_bedrock", "--port", str(port), "--default", "events:200"]
-        )
+        argv = [sys.executable, "-m", "bench.fake_bedrock", "--port", str(port), "--default", "events:200"]
+        proc = self.spawn_fake("fake_bedrock", argv, port)
         endpoint = Endpoint("fake_bedrock", "127.0.0.1", port)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fake bedrock did not start:\n{self.log_tail('fake_bedrock')}") from None
-                time.sleep(0.05)
         self.bedrock = endpoint
         self.fake_bedrock_pid = proc.pid
         return endpoint
@@ -1205,17 +1198,8 @@ def quota_routing_latency(stack: Stack) -> dict[str, Any]:
     port = free_port()
     argv = [sys.executable, "-m", "bench.fake_anthropic", "--port", str(port)]
     argv += ["--delay-ms", str(QUOTA_PLAN_DELAY_MS), "--default", "rejected:86400"]
-    far = stack._spawn("fake_anthropic_far", argv)
+    stack.spawn_fake("fake_anthropic_far", argv, port)
     plan = Endpoint("far_plan", "127.0.0.1", port)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if far.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"fake plan did not start:\n{stack.log_tail('fake_anthropic_far')}") from None
-            time.sleep(0.05)
     off = _quota_gateway(stack, "quota-off", plan, quota_routing=False)
     on = _quota_gateway(stack, "quota-on", plan, quota_routing=True)
     phases: dict[str, dict[str, Any]] = {}
