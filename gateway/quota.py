@@ -122,10 +122,12 @@ def parse(headers: list[tuple[str, str]]) -> Reading | None:
 
 
 class _State:
-    __slots__ = ("_parsed", "_reading", "dirty", "routed_until", "seen_at", "unified", "version")
+    __slots__ = ("_parsed", "_reading", "dirty", "latest", "latest_at", "routed_until", "seen_at", "unified", "version")
 
     def __init__(self) -> None:
         self.unified: list[tuple[str, str]] = []  # the latest answer's unified headers
+        self.latest: list[tuple[str, str]] | None = None  # an answer's headers, not yet looked at
+        self.latest_at = 0.0
         self._parsed: list[tuple[str, str]] | None = None
         self._reading: Reading | None = None
         self.seen_at = 0.0
@@ -135,8 +137,16 @@ class _State:
 
     @property
     def reading(self) -> Reading | None:
-        """The latest reading, parsed when first asked for: the request path keeps only
-        the headers (a 429 asks at once); the metrics and the flush ask every few seconds."""
+        """The latest reading, taken from the headers when first asked for: the request
+        path only keeps them (a 429 asks at once); the metrics and the flush ask every few
+        seconds. An answer without unified headers leaves the reading before it."""
+        latest = self.latest
+        if latest is not None:
+            self.latest = None
+            unified = [pair for pair in latest if pair[0].startswith(PREFIX)]
+            if unified:
+                self.unified = unified
+                self.seen_at = self.latest_at
         if self._parsed is not self.unified:
             self._reading = parse(self.unified) if self.unified else None
             self._parsed = self.unified
@@ -174,38 +184,46 @@ class Quotas(shared_state.KeyedStates):
 
     def observe(self, key_id: int, headers: list[tuple[str, str]], status: int, now: float) -> float:
         """Take one plan answer's headers. Returns the reset time when this answer routes
-        the key to Bedrock (a 429 that names a reset), else 0.0."""
-        unified = [pair for pair in headers if pair[0].startswith(PREFIX)]
+        the key to Bedrock (a 429 that names a reset), else 0.0.
+
+        Only a 429 is read at once. Any other answer's headers are kept as they came and
+        read when the reading is first asked for: a request pays two stores here, not a
+        pass over its ~20 headers."""
         state = self._states.get(key_id)
-        if not unified:
-            if state is not None and state.routed_until and status < 400:
-                self._clear(key_id, state)  # served again, even by an answer without the headers
+        if status != 429:
+            if state is None:
+                state = self._states[key_id] = _State()
+            state.latest = headers
+            state.latest_at = now
+            state.dirty = True
+            if status < 400 and state.routed_until:
+                self._clear(key_id, state)  # served again
             return 0.0
+        unified = [pair for pair in headers if pair[0].startswith(PREFIX)]
+        if not unified:
+            return 0.0  # a 429 without the headers behaves as before
         if state is None:
             state = self._states[key_id] = _State()
+        state.latest = None  # older than this answer
         state.unified = unified
         state.seen_at = now
         state.dirty = True
-        if status == 429:
-            reading = state.reading
-            until = reading.rejected_reset(now) if self.enabled and reading is not None else None
-            if reading is None or until is None:
-                return 0.0  # a 429 without a reset behaves as before
-            if until != state.routed_until:
-                state.routed_until = float(until)
-                self.routed_total += 1
-                logger.warning(
-                    "quota_routed",
-                    access_key_id=key_id,
-                    routed_until=_ts(until),
-                    unified_status=reading.status,
-                    **log.emf(ROUTED_METRICS, {"QuotaRouted": 1}),
-                )
-                self.tasks.spawn(self._write_routed(key_id, state, reading, float(until)))
-            return float(until)
-        if status < 400 and state.routed_until:
-            self._clear(key_id, state)
-        return 0.0
+        reading = state.reading
+        until = reading.rejected_reset(now) if self.enabled and reading is not None else None
+        if reading is None or until is None:
+            return 0.0  # a 429 without a reset behaves as before
+        if until != state.routed_until:
+            state.routed_until = float(until)
+            self.routed_total += 1
+            logger.warning(
+                "quota_routed",
+                access_key_id=key_id,
+                routed_until=_ts(until),
+                unified_status=reading.status,
+                **log.emf(ROUTED_METRICS, {"QuotaRouted": 1}),
+            )
+            self.tasks.spawn(self._write_routed(key_id, state, reading, float(until)))
+        return float(until)
 
     def _clear(self, key_id: int, state: _State) -> None:
         """The reset passed and the plan serves again: back to plan first, everywhere."""
