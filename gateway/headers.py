@@ -9,12 +9,14 @@ headers (and those `Connection` names), `host`, `content-length` (recomputed), c
 infrastructure headers the load balancer added, or in org mode the access key.
 Back to the client: every `anthropic-*` header, `request-id`, `retry-after`, `content-type`.
 
-One pass over the headers with frozenset and prefix checks: no regex on the hot path.
+One pass over the headers; each name is classified once (lower-cased, then frozenset and
+prefix checks) and remembered, since the same names come with every request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 import orjson
 
@@ -53,6 +55,46 @@ NEVER_PREFIXES = ("x-forwarded-", "x-amzn-", "x-ccproxy-", "x-fake-")
 RESPONSE = frozenset({"content-type", "request-id", "retry-after"})
 
 
+_T = TypeVar("_T")
+_MEMO_LIMIT = 4096  # clients choose header names: the memory for them is bounded
+
+# How the plan request treats a client header (`_request_kind`).
+_PASS, _CREDENTIAL, _DROP, _BUDGETED = range(4)
+
+
+class _NameMemo(dict[str, _T], Generic[_T]):
+    """A header name's classification, decided once: the same names come with every
+    request, and a dict lookup costs less than lower-casing and the set and prefix tests
+    (about 3.5 µs of 6 per request for Claude Code's ~20 request headers)."""
+
+    __slots__ = ("_decide",)
+
+    def __init__(self, decide: Callable[[str], _T]) -> None:
+        super().__init__()
+        self._decide = decide
+
+    def __missing__(self, name: str) -> _T:
+        if len(self) >= _MEMO_LIMIT:
+            self.clear()
+        value = self[name] = self._decide(name)
+        return value
+
+
+def _request_kind(name: str) -> tuple[str, int]:
+    lname = name.lower()
+    if lname in NAMED or lname.startswith(NAMED_PREFIXES):
+        return lname, _PASS
+    if lname in CREDENTIALS:
+        return lname, _CREDENTIAL
+    if lname in NEVER or lname.startswith(NEVER_PREFIXES):
+        return lname, _DROP
+    return lname, _BUDGETED  # e.g. what ANTHROPIC_CUSTOM_HEADERS adds
+
+
+_REQUEST_KINDS = _NameMemo(_request_kind)
+_RELAYED = _NameMemo(lambda name: name in RESPONSE or name.startswith("anthropic-"))
+
+
 class RequestHeaders:
     """Builds the plan request's headers from the client's."""
 
@@ -68,17 +110,18 @@ class RequestHeaders:
         credential = False
         budget = self._budget
         hop: str | None = None
+        kinds = _REQUEST_KINDS
         for name, value in items:
-            lname = name.lower()
-            if lname in NAMED or lname.startswith(NAMED_PREFIXES):
+            lname, kind = kinds[name]
+            if kind == _PASS:
                 out[lname] = value
-            elif lname in CREDENTIALS:
+            elif kind == _CREDENTIAL:
                 if not org_mode:
                     # Path mode: the developer's own plan credential goes through unchanged;
                     # in org mode it is (or sits beside) the access key, which never leaves.
                     out[lname] = value
                     credential = True
-            elif lname in NEVER or lname.startswith(NEVER_PREFIXES):
+            elif kind == _DROP:
                 if lname == "connection":
                     hop = value.lower()
             else:
@@ -102,7 +145,8 @@ class RequestHeaders:
 
 def response_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The plan response's headers the client gets (names arrive lower-cased)."""
-    return {name: value for name, value in items if name in RESPONSE or name.startswith("anthropic-")}
+    relayed = _RELAYED
+    return {name: value for name, value in items if relayed[name]}
 
 
 def models_page(names: list[str]) -> bytes:

@@ -274,6 +274,13 @@ async def test_a_response_head_that_is_not_http_raises(client: PlanClient, scrip
         await client.request("POST", "/v1/messages", {}, b"{}")
 
 
+@pytest.mark.parametrize("line", [b"Bad Name: x", b"Tab\tName: x", b" leading: x", b"no-colon"])
+async def test_a_header_line_that_is_not_a_field_raises(client: PlanClient, scripted: Scripted, line: bytes) -> None:
+    scripted.replies = [[b"HTTP/1.1 200 OK\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n"]]
+    with pytest.raises(PlanConnectionError, match="header line"):
+        await client.request("POST", "/v1/messages", {}, b"{}")
+
+
 async def test_an_idle_connection_the_server_closed_is_not_used() -> None:
     async with answering_then_closing(b"".join(ok(b"one"))) as plan:
         for _ in range(2):
