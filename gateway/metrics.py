@@ -10,6 +10,8 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
+# "1xx" … "9xx" by status // 100 (statuses have three digits), not formatted per request.
+_STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))
 LATENCY_BUCKETS_MS = (
     5.0,
     10.0,
@@ -58,7 +60,7 @@ class Counters:
         self.unpriced = 0  # usage rows stored without a price (their model had none)
 
     def observe(self, provider: str, status: int, latency_ms: float, fallback: bool, error: bool) -> None:
-        self.requests[(provider, f"{status // 100}xx")] += 1
+        self.requests[(provider, _STATUS_CLASSES[status // 100])] += 1
         self.errors += error
         self.fallbacks += fallback
         self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1

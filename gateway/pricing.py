@@ -254,7 +254,7 @@ class PriceBook:
 
     def rate(self, model_id: str, region: str, at: dt.datetime, provider: str = BEDROCK) -> Rate | None:
         """`lookup()`'s row as a `Rate`, for `cost_micros()`."""
-        if at.tzinfo is not None:
+        if at.tzinfo is not None and at.tzinfo is not dt.UTC:  # the request path's are UTC already
             at = at.astimezone(dt.UTC)
         day = at.date()
         memo_key = (model_id, region, day, provider)

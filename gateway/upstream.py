@@ -111,6 +111,7 @@ class PlanResponse:
         "_done",
         "_error",
         "_length_left",
+        "_loop",
         "_partial",
         "_paused",
         "_trailers",
@@ -123,6 +124,7 @@ class PlanResponse:
 
     def __init__(self, conn: _Connection, status: int, headers: list[tuple[str, str]], keep_alive: bool) -> None:
         self._conn: _Connection | None = conn
+        self._loop = conn.loop
         self.status = status
         self.headers = headers  # (lower-case name, value) in the order they came
         self.content_type = ""
@@ -153,7 +155,7 @@ class PlanResponse:
                 raise self._error
             if self._done:
                 return b""
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
             try:
                 await waiter
             finally:
@@ -361,11 +363,14 @@ class PlanResponse:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; carries one request at a time."""
 
-    __slots__ = ("head", "head_waiter", "idle_since", "method", "pool", "response", "transport")
+    __slots__ = ("head", "head_waiter", "idle_since", "loop", "method", "pool", "response", "transport")
 
     def __init__(self, pool: PlanClient) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        # Its loop, kept: on Python 3.11 every `asyncio.get_running_loop()` is a getpid()
+        # system call, and the request path asked for it four times per request.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.response: PlanResponse | None = None
         self.head = b""
         self.head_waiter: asyncio.Future[PlanResponse] | None = None
@@ -376,6 +381,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -490,9 +496,9 @@ class _Connection(asyncio.Protocol):
     # the pool's and the response's side -----------------------------------------------
 
     def send(self, method: str, request_head: bytes, body: bytes | None) -> asyncio.Future[PlanResponse]:
-        assert self.transport is not None
+        assert self.transport is not None and self.loop is not None
         self.method = method
-        waiter = self.head_waiter = asyncio.get_running_loop().create_future()
+        waiter = self.head_waiter = self.loop.create_future()
         if not body:
             self.transport.write(request_head)
         elif len(body) < 16384:
@@ -603,7 +609,7 @@ class PlanClient:
         request_head = render_head(method, self.prefix + target, self.host_header, headers, body)
         loop = asyncio.get_running_loop()
         deadline = None if head_timeout is None else loop.time() + head_timeout
-        conn = self._take()
+        conn = self._take(loop.time())
         if conn is None:
             async with asyncio.timeout_at(deadline):
                 conn = await self._connect()
@@ -618,9 +624,8 @@ class PlanClient:
             if timer is not None:
                 timer.cancel()
 
-    def _take(self) -> _Connection | None:
+    def _take(self, now: float) -> _Connection | None:
         idle = self._idle
-        now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()
             if conn.usable and now - conn.idle_since < self.keepalive:
@@ -759,7 +764,7 @@ class PlanClient:
         if self._closed:
             conn.abort()
             return
-        loop = asyncio.get_running_loop()
+        loop = conn.loop or asyncio.get_running_loop()
         conn.idle_since = loop.time()
         self._idle.append(conn)
         if self._sweeper is None:

@@ -21,7 +21,8 @@ from conftest import Gateway, LogCapture, cli_env, run_cli, start_site
 
 from bench.fake_anthropic import FakeAnthropic
 from bench.fake_bedrock import FakeBedrock
-from gateway import attribution, audit, headers, keys, model_map, server
+from gateway import attribution, audit, keys, model_map, server
+from gateway import headers as header_lists
 
 PLAN_CREDENTIAL = "sk-ant-protocol-test-credential"
 PLAN_HEADERS = {"x-api-key": PLAN_CREDENTIAL, "anthropic-version": "2023-06-01"}
@@ -116,14 +117,14 @@ async def test_custom_headers_beyond_the_byte_budget_are_dropped(
 def test_header_names_chosen_by_clients_are_remembered_within_a_bound() -> None:
     # The classification of each name is memoised for speed; a client sending endless
     # new names must neither grow memory without bound nor get a wrong classification.
-    build = headers.RequestHeaders(custom_header_bytes=1 << 30).build
+    build = header_lists.RequestHeaders(custom_header_bytes=1 << 30).build
     for n in range(10_000):
         out = build([(f"X-Custom-{n}", "v"), ("X-Stainless-Lang", "js"), ("Cookie", "c")], False, None, False)
         assert out[f"x-custom-{n}"] == "v" and out["x-stainless-lang"] == "js" and "cookie" not in out
-    assert len(headers._REQUEST_KINDS) <= headers._MEMO_LIMIT
-    relayed = headers.response_headers([(f"anthropic-x-{n}", "1") for n in range(5000)] + [("via", "fake")])
+    assert len(header_lists._REQUEST_KINDS) <= header_lists._MEMO_LIMIT
+    relayed = header_lists.response_headers([(f"anthropic-x-{n}", "1") for n in range(5000)] + [("via", "fake")])
     assert len(relayed) == 5000 and "via" not in relayed
-    assert len(headers._RELAYED) <= headers._MEMO_LIMIT
+    assert len(header_lists._RELAYED) <= header_lists._MEMO_LIMIT
 
 
 async def test_org_mode_never_forwards_the_access_key(
