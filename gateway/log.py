@@ -190,8 +190,6 @@ class RequestLine(msgspec.Struct, kw_only=True):
 
 
 _encode_line = msgspec.json.Encoder().encode
-# The request metrics' EMF directive: the same JSON on every line, rendered once.
-_REQUEST_DIRECTIVE = orjson.dumps([{"Namespace": NAMESPACE, "Dimensions": DIMENSIONS, "Metrics": REQUEST_METRICS}])
 
 
 def request_line(line: RequestLine, at: dt.datetime | None = None) -> None:
@@ -216,7 +214,8 @@ def request_line(line: RequestLine, at: dt.datetime | None = None) -> None:
         line.session_id = _scrub(line.session_id)
     if line.agent_id is not None:
         line.agent_id = _scrub(line.agent_id)
-    line.aws = msgspec.Raw(b'{"Timestamp":%d,"CloudWatchMetrics":%b}' % (time.time() * 1000, _REQUEST_DIRECTIVE))
+    directive = _directive(REQUEST_METRICS)
+    line.aws = msgspec.Raw(b'{"Timestamp":%d,"CloudWatchMetrics":%b}' % (time.time() * 1000, directive))
     line.RequestLatency = line.latency_ms
     line.pid = _PID
     line.ts = at or dt.datetime.now(dt.UTC)
@@ -338,17 +337,22 @@ def loop_exception_handler(_loop: Any, context: dict[str, Any]) -> None:
     )
 
 
-_directives: dict[int, orjson.Fragment] = {}
+_directives: dict[int, bytes] = {}
+
+
+def _directive(metrics: list[dict[str, str]]) -> bytes:
+    """An EMF line's `CloudWatchMetrics` directive: the same JSON on every line of a kind,
+    so it is rendered once, not built per line."""
+    rendered = _directives.get(id(metrics))
+    if rendered is None:
+        body = [{"Namespace": NAMESPACE, "Dimensions": DIMENSIONS, "Metrics": metrics}]
+        rendered = _directives[id(metrics)] = orjson.dumps(body)
+    return rendered
 
 
 def emf_metadata(metrics: list[dict[str, str]]) -> dict[str, Any]:
-    """The `_aws` member of an EMF line. The metric directive is the same JSON on every
-    line of a kind, so it is rendered once (an `orjson.Fragment`), not built per request."""
-    directive = _directives.get(id(metrics))
-    if directive is None:
-        body = [{"Namespace": NAMESPACE, "Dimensions": DIMENSIONS, "Metrics": metrics}]
-        directive = _directives[id(metrics)] = orjson.Fragment(orjson.dumps(body))
-    return {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directive}
+    """The `_aws` member of an EMF line logged through structlog."""
+    return {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": orjson.Fragment(_directive(metrics))}
 
 
 def emf(metrics: list[dict[str, str]], values: dict[str, Any]) -> dict[str, Any]:
